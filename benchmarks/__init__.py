@@ -1,0 +1,1 @@
+"""benchmarks wing of inscene (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""pipelines wing of inscene (see DESIGN.md)."""

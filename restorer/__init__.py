@@ -1,0 +1,1 @@
+"""restorer wing of inscene (see DESIGN.md)."""
