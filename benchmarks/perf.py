@@ -1,0 +1,189 @@
+"""Speed benchmarks, each printed as a ratio against a baseline run in the same process.
+
+Usage::
+
+    python -m benchmarks.perf shards [--n 2000] [--size-kb 300] [--rounds 3]
+
+Every benchmark prints a few human lines and, as its last line, ``ratio=<ours/baseline>``.
+Add one with ``@register("name", help=..., arguments=...)`` on a function taking the parsed
+arguments and returning the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named benchmark: ``run(args) -> ratio`` and the options it adds to its subcommand."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], float]
+    arguments: Callable[[argparse.ArgumentParser], None]
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def register(
+    name: str, *, help: str, arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
+) -> Callable[[Callable[[argparse.Namespace], float]], Callable[[argparse.Namespace], float]]:
+    """Decorator adding a benchmark function to :data:`BENCHMARKS` under ``name``."""
+
+    def wrap(fn: Callable[[argparse.Namespace], float]) -> Callable[[argparse.Namespace], float]:
+        if name in BENCHMARKS:
+            raise ValueError(f"benchmark {name!r} registered twice")
+        BENCHMARKS[name] = Benchmark(name, help, fn, arguments)
+        return fn
+
+    return wrap
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+# --------------------------------------------------------------------------------------------
+# shards: ShardWriter against plain tarfile
+
+
+def _shards_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=2000, help="samples per run (default 2000)")
+    p.add_argument("--size-kb", type=int, default=300, help="image member size in KB (300)")
+    p.add_argument("--max-count", type=int, default=1000, help="samples per shard (1000)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating runs of each (3)")
+
+
+def _payloads(n_blobs: int, size: int) -> list[bytes]:
+    # A small pool of random (incompressible) blobs, reused round-robin: the benchmark measures
+    # the writers, not the allocation of N fresh buffers.
+    return [os.urandom(size) for _ in range(n_blobs)]
+
+
+def _meta(i: int) -> dict:
+    return {"identity_id": f"id{i // 10:05d}", "index": i, "score": i / 7.0}
+
+
+def _run_tarfile(out: Path, blobs: list[bytes], n: int, max_count: int) -> None:
+    """Baseline: the same members with plain tarfile, same rollover by count, no manifests."""
+    tf = None
+    shard = 0
+    for i in range(n):
+        if i % max_count == 0:
+            if tf is not None:
+                tf.close()
+            tf = tarfile.open(out / f"bench-{shard:05d}.tar", "w")
+            shard += 1
+        key = f"s{i:07d}"
+        for name, data in (
+            (f"{key}.img.png", blobs[i % len(blobs)]),
+            (f"{key}.json", json.dumps(_meta(i)).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    if tf is not None:
+        tf.close()
+
+
+def _run_ours(
+    out: Path, blobs: list[bytes], n: int, max_count: int, rss: list[tuple[int, int]] | None
+) -> None:
+    from inscene.shards import ShardWriter
+
+    with ShardWriter(out, "train", "bench", max_count=max_count) as w:
+        for i in range(n):
+            w.write(f"s{i:07d}", {"img.png": blobs[i % len(blobs)]}, _meta(i))
+            if rss is not None and (i + 1) % 100 == 0:
+                rss.append((i + 1, _rss()))
+
+
+def _timed(fn: Callable[[Path], None], parent: Path) -> float:
+    out = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+    try:
+        t0 = time.perf_counter()
+        fn(out)
+        return time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@register(
+    "shards", help="ShardWriter vs plain tarfile write throughput", arguments=_shards_arguments
+)
+def bench_shards(args: argparse.Namespace) -> float:
+    n, size, max_count = args.n, args.size_kb * 1024, args.max_count
+    blobs = _payloads(16, size)
+    payload_mb = sum(len(blobs[i % len(blobs)]) + len(json.dumps(_meta(i))) for i in range(n)) / 1e6
+
+    ours_s: list[float] = []
+    base_s: list[float] = []
+    rss_samples: list[tuple[int, int]] = []
+    rss0 = 0
+    with tempfile.TemporaryDirectory(prefix="inscene-perf-") as tmp:
+        parent = Path(tmp)
+        # Warm-up: imports (pyarrow for the manifests), thread start-up, first file creation.
+        _timed(lambda o: _run_tarfile(o, blobs, min(n, 50), max_count), parent)
+        _timed(lambda o: _run_ours(o, blobs, min(n, 50), max_count, None), parent)
+        for r in range(args.rounds):
+            base_s.append(_timed(lambda o: _run_tarfile(o, blobs, n, max_count), parent))
+            if r == 0:
+                rss0 = _rss()
+            samples = rss_samples if r == 0 else None
+            ours_s.append(_timed(lambda o, s=samples: _run_ours(o, blobs, n, max_count, s), parent))
+
+    ours = payload_mb / statistics.median(ours_s)
+    base = payload_mb / statistics.median(base_s)
+    print(
+        f"shards: {n} samples x {args.size_kb} KB ({payload_mb:.0f} MB), "
+        f"{max_count} per shard, median of {args.rounds} alternating runs"
+    )
+    print(f"tarfile baseline : {base:8.1f} MB/s  (runs: {_fmt(base_s, payload_mb)})")
+    print(f"ShardWriter      : {ours:8.1f} MB/s  (runs: {_fmt(ours_s, payload_mb)})")
+    if rss_samples:
+        at10 = next((r for i, r in rss_samples if i >= n // 10), rss_samples[0][1])
+        at100 = rss_samples[-1][1]
+        peak = max(r for _, r in rss_samples)
+        print(
+            f"writer RSS growth: {(at10 - rss0) / 2**20:+.1f} MiB at 10% of samples, "
+            f"{(at100 - rss0) / 2**20:+.1f} MiB at 100%, peak {(peak - rss0) / 2**20:+.1f} MiB"
+        )
+    return ours / base
+
+
+def _fmt(seconds: list[float], mb: float) -> str:
+    return ", ".join(f"{mb / s:.0f}" for s in seconds)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
+    sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")
+    for bench in BENCHMARKS.values():
+        bench.arguments(sub.add_parser(bench.name, help=bench.help))
+    args = parser.parse_args(argv)
+    ratio = BENCHMARKS[args.name].run(args)
+    print(f"ratio={ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
