@@ -59,17 +59,13 @@ class ClusterOptions(BaseModel):
     )
     scheduler: str | None = Field(
         None,
-        description="Address of a running Dask scheduler to attach to (e.g. tcp://host:8786); "
-        "overrides --cluster.",
+        description="Address of a running Dask scheduler to attach to (e.g. tcp://host:8786); overrides --cluster.",
     )
-    connect_timeout: str = Field(
-        "30s", description="How long to keep trying to reach --scheduler before giving up."
-    )
+    connect_timeout: str = Field("30s", description="How long to keep trying to reach --scheduler before giving up.")
     workers: int | None = Field(
         None,
         ge=1,
-        description="Number of local worker processes (default: the number of CPUs; for 'cuda': "
-        "one per GPU).",
+        description="Number of local worker processes (default: the number of CPUs; for 'cuda': one per GPU).",
     )
     threads_per_worker: int = Field(
         1, ge=1, description="Threads per worker process (keep 1 for GIL-bound image work)."
@@ -97,9 +93,7 @@ class ClusterOptions(BaseModel):
         default_factory=list,
         description="Extra #SBATCH directives, e.g. '--constraint=a100' (repeatable).",
     )
-    dry_run: bool = Field(
-        False, description="Print the SLURM job script instead of submitting any job."
-    )
+    dry_run: bool = Field(False, description="Print the SLURM job script instead of submitting any job.")
     dashboard: bool = Field(True, description="Serve the Dask dashboard and print its link.")
 
     def n_workers(self) -> int:
@@ -155,9 +149,7 @@ def _split_gpus(gpus: list[str], n_workers: int) -> list[list[str]]:
 
 def _client_has_gpus(client: Any) -> bool:
     info = client.scheduler_info(n_workers=-1)
-    return any(
-        (w.get("resources") or {}).get("GPU", 0) > 0 for w in info.get("workers", {}).values()
-    )
+    return any((w.get("resources") or {}).get("GPU", 0) > 0 for w in info.get("workers", {}).values())
 
 
 def _current_client(client: Any | None) -> Any | None:
@@ -349,9 +341,7 @@ def _slurm_kwargs(opts: ClusterOptions) -> dict[str, Any]:
         "job_extra_directives": job_extra,
         "worker_extra_args": worker_args,
         # The dask-worker CLI reads the start method from its config; pass ours explicitly.
-        "job_script_prologue": [
-            "export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=" + opts.start_method
-        ],
+        "job_script_prologue": ["export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=" + opts.start_method],
         "scheduler_options": _scheduler_http(opts),
     }
 
@@ -378,9 +368,7 @@ def slurm_job_script(opts: ClusterOptions) -> str:
     Returns:
         The job script text (``#!`` line, ``#SBATCH`` directives, prologue, worker command).
     """
-    cluster = _slurm_cluster(
-        opts, scheduler_options={"dashboard_address": ":0", "dashboard": False}
-    )
+    cluster = _slurm_cluster(opts, scheduler_options={"dashboard_address": ":0", "dashboard": False})
     try:
         script = cluster.job_script()
         address = cluster.scheduler_address
@@ -396,8 +384,7 @@ def _slurm_client(opts: ClusterOptions) -> tuple[Any, str]:
 
     if opts.dry_run:
         raise BadInputError(
-            "dry_run is set: call slurm_job_script(opts) to print the job script; "
-            "make_client would submit jobs"
+            "dry_run is set: call slurm_job_script(opts) to print the job script; make_client would submit jobs"
         )
     if shutil.which("sbatch") is None:
         raise BadInputError(
@@ -434,9 +421,7 @@ def make_client(opts: ClusterOptions | None = None, *, console: Console | None =
         try:
             client = Client(opts.scheduler, timeout=opts.connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise BadInputError(
-                f"cannot reach the Dask scheduler at {opts.scheduler}: {exc}"
-            ) from exc
+            raise BadInputError(f"cannot reach the Dask scheduler at {opts.scheduler}: {exc}") from exc
         what = f"attached to scheduler {opts.scheduler}"
     elif opts.cluster == "slurm":
         client, what = _slurm_client(opts)
@@ -457,9 +442,7 @@ def close_client(client: Any) -> None:
 
 
 @contextlib.contextmanager
-def open_client(
-    opts: ClusterOptions | None = None, *, console: Console | None = None
-) -> Iterator[Any]:
+def open_client(opts: ClusterOptions | None = None, *, console: Console | None = None) -> Iterator[Any]:
     """Context manager around :func:`make_client` / :func:`close_client`."""
     client = make_client(opts, console=console)
     try:

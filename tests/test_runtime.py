@@ -90,9 +90,7 @@ def test_workers_are_spawned_not_forked(client):
 
 def test_attach_by_scheduler_address(client):
     con = _quiet()
-    other = make_client(
-        ClusterOptions(scheduler=client.scheduler.address, dashboard=False), console=con
-    )
+    other = make_client(ClusterOptions(scheduler=client.scheduler.address, dashboard=False), console=con)
     try:
         assert other.cluster is None
         assert len(other.scheduler_info(n_workers=-1)["workers"]) == 2
@@ -106,9 +104,7 @@ def test_attach_by_scheduler_address(client):
 
 def test_unreachable_scheduler_is_bad_input():
     with pytest.raises(BadInputError, match="cannot reach"):
-        make_client(
-            ClusterOptions(scheduler="tcp://127.0.0.1:9", connect_timeout="1s"), console=_quiet()
-        )
+        make_client(ClusterOptions(scheduler="tcp://127.0.0.1:9", connect_timeout="1s"), console=_quiet())
 
 
 def test_cached_backend_builds_once_per_worker_process(client):
@@ -291,5 +287,17 @@ def test_dashboard_link_is_printed(monkeypatch):
         out = con.file.getvalue()
         assert "Dask: local cluster, 1 workers" in out
         assert "dashboard" in out
+    finally:
+        close_client(c)
+
+
+def test_forkserver_start_method_is_honoured():
+    # spawn is also distributed's default, so this checks that the option really reaches the
+    # nannies.
+    opts = ClusterOptions(workers=1, start_method="forkserver", dashboard=False)
+    c = make_client(opts, console=_quiet())
+    try:
+        (info,) = c.run(worker_info).values()
+        assert info["start_method"] == "forkserver"
     finally:
         close_client(c)
