@@ -861,20 +861,36 @@ def status(names: Iterable[str] | None = None) -> list[WeightStatus]:
     return rows
 
 
+def _short_path(path: Path | str | None) -> str:
+    """A path as a person reads it: site-packages and the home folder abbreviated."""
+    if path is None:
+        return ""
+    text = str(path)
+    marker = "site-packages" + os.sep
+    if marker in text:
+        text = "<site-packages>" + os.sep + text.split(marker, 1)[1]
+    home = str(Path.home())
+    if text.startswith(home + os.sep):
+        text = "~" + text[len(home):]
+    return text
+
+
 def format_status(rows: list[WeightStatus]) -> Table:
-    """A rich table of :func:`status` rows, for ``inscene weights status``."""
+    """A rich table of :func:`status` rows, for ``inscene weights status``.
+
+    Found models show where; missing ones show the first missing file and the fetch command.
+    """
     table = Table(title="inscene weights", title_justify="left")
     table.add_column("model", style="bold", no_wrap=True)
-    table.add_column("kind")
+    table.add_column("kind", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("where / missing file", overflow="fold")
-    table.add_column("fetch", overflow="fold")
+    table.add_column("where / missing file -> fetch", overflow="fold")
     for row in rows:
         if row.found:
             state = "[green]embedded[/]" if row.embedded else "[green]found[/]"
-            table.add_row(row.name, row.kind, state, str(row.path), "")
+            table.add_row(row.name, row.kind, state, _short_path(row.path))
         else:
-            table.add_row(row.name, row.kind, "[red]missing[/]", row.missing or "", row.fetch)
+            table.add_row(row.name, row.kind, "[red]missing[/]", f"{row.missing or ''} -> {row.fetch}")
     return table
 
 
