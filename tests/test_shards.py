@@ -390,7 +390,7 @@ def test_hf_datasets_loads_folder(tmp_path, monkeypatch):
     for row, (_, _, meta, arrays) in zip(ds, samples, strict=True):
         assert row["json"] == meta
         np.testing.assert_array_equal(np.asarray(row["lq.png"].convert("RGB")), arrays["lq.png"])
-    assert not any((Path.home() / ".cache" / "huggingface" / "datasets").glob("webdataset*/*"))
+    assert any((tmp_path / "hf-cache").rglob("*.arrow"))  # the cache went where we asked
 
 
 def test_webdataset_loads_folder(tmp_path):
