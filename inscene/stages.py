@@ -216,6 +216,7 @@ def run_stages(
     partition_size: int = 1000,
     client: Any = None,
     on_progress: Callable[[int, int], None] | None = None,
+    description: str = "partitions",
 ) -> RunSummary:
     """Map stages over partitions of items, resumably.
 
@@ -227,6 +228,7 @@ def run_stages(
         partition_size: items per partition (at most one shard's worth).
         client: a ``distributed.Client``; None runs in this process.
         on_progress: called with (done, total) partitions.
+        description: label of the progress bar (drawn on a terminal; one summary line otherwise).
 
     Returns:
         A :class:`RunSummary` over all partitions, including those finished by earlier runs.
@@ -236,19 +238,21 @@ def run_stages(
     todo = [i for i in range(len(parts)) if not decision_path(out, i).exists()]
     skipped = len(parts) - len(todo)
     needs_gpu = any(s.resources.get("GPU") for s in stages)
+    from inscene.runtime import gpu_resources, progress
+
     done = skipped
-    if on_progress:
-        on_progress(done, len(parts))
+    label = f"{description} ({skipped} partitions already done)" if skipped else description
     if client is None or not todo:
-        for i in todo:
+        work = ((i, None) for i in todo)
+        for i, _ in progress(work, label, total=len(todo)):
             run_partition(stages, parts[i], i, str(out), sink)
             done += 1
             if on_progress:
                 on_progress(done, len(parts))
     else:
-        from distributed import as_completed
-
-        resources = {"GPU": 1} if needs_gpu else None
+        # GPU stages take the GPU worker resource, but only where some worker offers one
+        # (a CPU-only cluster would otherwise never schedule them).
+        resources = gpu_resources(client) if needs_gpu else None
         futures = [
             client.submit(
                 run_partition, list(stages), parts[i], i, str(out), sink,
@@ -256,8 +260,8 @@ def run_stages(
             )
             for i in todo
         ]
-        for fut in as_completed(futures):
-            fut.result()
+        for fut in progress(futures, label):
+            fut.result()  # re-raise a partition's failure here, with its traceback
             done += 1
             if on_progress:
                 on_progress(done, len(parts))
