@@ -74,3 +74,24 @@ def test_demo_cli_on_local_dask_cluster(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "inscene demo summary" in proc.stdout and "ok" in proc.stdout
+
+
+def test_verify_cli_names_a_truncated_shard_and_reader_skips_it(demo_run, tmp_path):
+    import shutil
+    import warnings
+
+    root = tmp_path / "ds"
+    shutil.copytree(demo_run.out / "dataset", root)
+    ok = subprocess.run([sys.executable, "-m", "inscene", "verify", str(root)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    victim = sorted((root / "train").glob("*.tar"))[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    bad = subprocess.run([sys.executable, "-m", "inscene", "verify", str(root)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert victim.name in bad.stdout and "truncated" in bad.stdout
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keys = [s.key for s in ShardReader(root)]
+    assert any(victim.name in str(w.message) for w in caught)
+    assert 0 < len(keys) < demo_run.summary.accepted
