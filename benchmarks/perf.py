@@ -179,14 +179,11 @@ def _fmt(seconds: list[float], mb: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# degrade: our degradation pipeline against BasicSR's functions (benchmarks/perf_degrade.py)
+# faces: downscaled vs full-resolution face detection (benchmarks/perf_faces.py)
 
-from benchmarks.perf_degrade import arguments as _degrade_arguments  # noqa: E402
-from benchmarks.perf_degrade import bench_degrade  # noqa: E402
+from benchmarks import perf_faces as _perf_faces  # noqa: E402
 
-register(
-    "degrade", help="degradation pipeline vs BasicSR's functions, images/s", arguments=_degrade_arguments
-)(bench_degrade)
+register("faces", help=_perf_faces.HELP, arguments=_perf_faces.arguments)(_perf_faces.run)
 
 
 def main(argv: list[str] | None = None) -> int:

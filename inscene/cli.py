@@ -173,6 +173,10 @@ def weights_fetch(
         typer.echo(str(path))
 
 
+from inscene.faces.cli import app as faces_app  # noqa: E402  (light: heavy imports live in the commands)
+
+app.add_typer(faces_app, name="faces")
+
 # @faces-commands (the faces sub-app is registered above this line)
 
 # @degrade-commands (the degrade command is defined above this line)

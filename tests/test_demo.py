@@ -95,3 +95,18 @@ def test_verify_cli_names_a_truncated_shard_and_reader_skips_it(demo_run, tmp_pa
         keys = [s.key for s in ShardReader(root)]
     assert any(victim.name in str(w.message) for w in caught)
     assert 0 < len(keys) < demo_run.summary.accepted
+
+
+def test_demo_records_faces_and_shows_alignment_round_trip(demo_run):
+    from inscene.schema import Sample
+
+    records = {s.key: Sample.from_meta(s.meta) for s in ShardReader(demo_run.out / "dataset", decode_images=False)}
+    assert len(records["insightface-group"].faces) == 6  # the six people of the group photo
+    assert len(records["astronaut"].faces) == 1
+    assert len(records["coffee"].faces) == 0
+    assert records["astronaut"].provenance.backends["detector"].startswith("dlib")
+    shown = demo_run.faces
+    assert shown["key"] == "insightface-group" and shown["faces"] == 6
+    crop = np.asarray(Image.open(shown["aligned"]))
+    assert crop.shape == (512, 512, 3)
+    assert shown["pasteback_mean_abs_err"] < 1.0  # an unmodified crop pasted back reproduces the photo

@@ -180,9 +180,7 @@ def _check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     return arr
 
 
-def _warp(
-    image: np.ndarray, matrix: np.ndarray, dsize: tuple[int, int], border: Border, flags: int
-) -> np.ndarray:
+def _warp(image: np.ndarray, matrix: np.ndarray, dsize: tuple[int, int], border: Border, flags: int) -> np.ndarray:
     if border not in _BORDERS:
         raise BadInputError(f"border must be one of {sorted(_BORDERS)}, got {border!r}")
     arr = np.ascontiguousarray(image)
@@ -261,9 +259,7 @@ def _inverse_into_roi(alignment: Alignment, x0: int, y0: int) -> np.ndarray:
     return inv
 
 
-def warp_to_source(
-    face: np.ndarray, alignment: Alignment, shape: Sequence[int], *, fill: float = 0
-) -> np.ndarray:
+def warp_to_source(face: np.ndarray, alignment: Alignment, shape: Sequence[int], *, fill: float = 0) -> np.ndarray:
     """Inverse warp: an aligned crop back to source-image coordinates.
 
     Args:
@@ -298,10 +294,16 @@ def warp_to_source(
         alignment = alignment.resized(n)
         arr = small
     patch = _warp(arr, _inverse_into_roi(alignment, x0, y0), (x1 - x0, y1 - y0), "constant", cv2.INTER_LINEAR)
-    inside = _warp(
-        np.ones(arr.shape[:2], np.float32), _inverse_into_roi(alignment, x0, y0), (x1 - x0, y1 - y0),
-        "constant", cv2.INTER_NEAREST,
-    ) > 0.5
+    inside = (
+        _warp(
+            np.ones(arr.shape[:2], np.float32),
+            _inverse_into_roi(alignment, x0, y0),
+            (x1 - x0, y1 - y0),
+            "constant",
+            cv2.INTER_NEAREST,
+        )
+        > 0.5
+    )
     region = out[y0:y1, x0:x1]
     region[inside] = patch[inside]
     return out
@@ -347,9 +349,7 @@ def _blend(base: np.ndarray, top: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.astype(base.dtype)
 
 
-def paste_back(
-    scene: np.ndarray, face: np.ndarray, alignment: Alignment, mask: np.ndarray | None = None
-) -> np.ndarray:
+def paste_back(scene: np.ndarray, face: np.ndarray, alignment: Alignment, mask: np.ndarray | None = None) -> np.ndarray:
     """Paste an aligned (e.g. restored) face back into the scene it came from.
 
     Args:

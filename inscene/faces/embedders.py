@@ -164,13 +164,12 @@ class DlibEmbedder(FaceEmbedder):
         self._models()
 
     def embed(self, image: np.ndarray, face) -> np.ndarray:
-        import dlib
 
         img = _image(image)
+        from inscene.faces.landmarks import _rect, dlib_box
+
         rec, sp5 = self._models()
-        x1, y1, x2, y2 = (float(v) for v in face.box)
-        rect = dlib.rectangle(round(x1), round(y1), max(round(x1) + 1, round(x2) - 1), max(round(y1) + 1, round(y2) - 1))
-        shape = sp5(img, rect)
+        shape = sp5(img, _rect(dlib_box(face)))
         desc = np.asarray(rec.compute_face_descriptor(img, shape, self.num_jitters), dtype=np.float32)
         return normalize(desc)
 
@@ -216,7 +215,9 @@ class ArcFaceEmbedder(FaceEmbedder):
             from inscene.errors import MissingWeightsError
 
             raise MissingWeightsError(
-                self.pack, f"{self.pack}/<recognition>.onnx", [str(getattr(app, "model_dir", self.pack))],
+                self.pack,
+                f"{self.pack}/<recognition>.onnx",
+                [str(getattr(app, "model_dir", self.pack))],
                 f"inscene weights fetch {self.pack}",
             )
         return rec
