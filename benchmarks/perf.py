@@ -179,12 +179,21 @@ def _fmt(seconds: list[float], mb: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# degrade: our degradation pipeline against BasicSR's functions (benchmarks/perf_degrade.py)
+
+from benchmarks.perf_degrade import arguments as _degrade_arguments  # noqa: E402
+from benchmarks.perf_degrade import bench_degrade  # noqa: E402
+
+register(
+    "degrade", help="degradation pipeline vs BasicSR's functions, images/s", arguments=_degrade_arguments
+)(bench_degrade)
+
+# --------------------------------------------------------------------------------------------
 # faces: downscaled vs full-resolution face detection (benchmarks/perf_faces.py)
 
 from benchmarks import perf_faces as _perf_faces  # noqa: E402
 
 register("faces", help=_perf_faces.HELP, arguments=_perf_faces.arguments)(_perf_faces.run)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
@@ -192,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for bench in BENCHMARKS.values():
         bench.arguments(sub.add_parser(bench.name, help=bench.help))
     args = parser.parse_args(argv)
-    ratio = BENCHMARKS[args.name].run(args)
-    print(f"ratio={ratio:.3f}")
+    result = BENCHMARKS[args.name].run(args)
+    # a benchmark may return (ratio, "more=values") to extend the last line
+    ratio, extra = result if isinstance(result, tuple) else (result, "")
+    print(f"ratio={ratio:.3f}" + (f" {extra}" if extra else ""))
     return 0
 
 

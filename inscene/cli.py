@@ -177,9 +177,103 @@ from inscene.faces.cli import app as faces_app  # noqa: E402  (light: heavy impo
 
 app.add_typer(faces_app, name="faces")
 
+# @evaluate-commands (evaluate and leaderboard are defined above this line)
+
 # @faces-commands (the faces sub-app is registered above this line)
 
+@app.command()
+def degrade(
+    inp: Annotated[
+        Path | None, typer.Argument(help="Dataset folder of shards, or a folder of images.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder (with --preview: the grid PNG).")] = Path(
+        "degraded"
+    ),
+    versions: Annotated[int, typer.Option("--versions", help="LQ versions per image (val: 1, train: 5, §4.1).")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed gives byte-identical shards.")] = 0,
+    profile: Annotated[
+        str, typer.Option("--profile", help="Random ranges: realesrgan (default) or s3diff.")
+    ] = "realesrgan",
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="A fixed operator d1..d4 (§7.4) instead of random draws.")
+    ] = None,
+    spatial_blur: Annotated[
+        bool, typer.Option("--spatial-blur", help="Spatially varying first blur, stronger to the corners (§9.8).")
+    ] = False,
+    lq_size: Annotated[
+        str, typer.Option("--lq-size", help="gt: LQ resized back to the HQ size (InScene); lq: kept at HQ/scale.")
+    ] = "gt",
+    split: Annotated[
+        str | None, typer.Option("--split", help="Shard input: only this split. Image folder: split to write (val).")
+    ] = None,
+    subset: Annotated[
+        str | None, typer.Option("--subset", help="Shard input: only this subset. Image folder: subset to write.")
+    ] = None,
+    partition_size: Annotated[int, typer.Option("--partition-size", help="Images per partition (= per shard).")] = 100,
+    device: Annotated[str, typer.Option("--device", help="torch device for the degradations (cpu, cuda).")] = "cpu",
+    preview: Annotated[
+        Path | None, typer.Option("--preview", help="Render IMG under d1-d4 and random draws to --out (a PNG).")
+    ] = None,
+    draws: Annotated[int, typer.Option("--draws", help="Random draws in the --preview grid.")] = 4,
+    cluster: ClusterKind = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    queue: QueueOpt = None,
+    account: AccountOpt = None,
+    cores: CoresOpt = 8,
+    memory: MemoryOpt = "32GB",
+    gpus: GpusOpt = 0,
+    walltime: WalltimeOpt = "04:00:00",
+    jobs: JobsOpt = 1,
+    dry_run: DryRunOpt = False,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
+    ] = False,
+) -> None:
+    """Degrade clean images with replayable Real-ESRGAN operators into K-version LQ shards (§4.1)."""
+    from inscene.errors import BadInputError
+
+    if preview is not None:
+        from pipelines.degrade import render_preview
+
+        typer.echo(str(render_preview(preview, out, seed=seed, profile=profile, draws=draws,
+                                      spatial_blur=spatial_blur)))
+        return
+    opts = _cluster_options(
+        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
+        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
+    )
+    if _print_job_script_if_dry_run(opts):
+        return
+    if inp is None:
+        raise BadInputError("give an input folder (or --preview IMG)")
+    from pipelines.degrade import DegradeOptions, run_degrade
+
+    options = DegradeOptions(
+        versions=versions, seed=seed, profile=profile, preset=preset, spatial_blur=spatial_blur,
+        lq_size=lq_size, device=device,
+    )
+    result = run_degrade(
+        inp, out, options, split=split, subset=subset, partition_size=partition_size,
+        cluster=None if in_process else opts, console=out_console,
+    )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 # @degrade-commands (the degrade command is defined above this line)
+
+# @filter-real-commands (filter-real is defined above this line)
+
+# @develop-raw-commands (develop-raw is defined above this line)
+
+# @build-synthetic-commands (build-synthetic is defined above this line)
+
+# @publish-commands (publish is defined above this line)
+
+# @restorer-commands (restorer commands are defined above this line)
+
+# @restore-command (the top-level restore command is defined above this line)
 
 
 def main() -> None:

@@ -108,12 +108,157 @@ class Decision(_Record):
         return self
 
 
-class DegradationParams(_Record):
-    """A replayable degradation operator G (filled in by the degradations module, §3.2, §4.1)."""
+class _Part(BaseModel):
+    """A nested piece of a record (no version of its own: the enclosing record carries it)."""
 
-    pipeline: str = Field("realesrgan", description="Pipeline/profile that sampled these parameters.")
+    model_config = ConfigDict(extra="forbid")
+
+
+KernelKind = Literal[
+    "iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso",
+    "sinc", "delta",
+]
+ResizeMode = Literal["area", "bilinear", "bicubic"]
+_GAUSSIAN_KINDS = {"iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"}
+_MAX_SEED = 2**53  # seeds stay exact in any JSON reader (IEEE doubles)
+
+
+class BlurKernel(_Part):
+    """A blur kernel by its generating parameters (Real-ESRGAN's kernel families, §4.1).
+
+    ``iso``/``aniso``: Gaussian exp(-0.5 xᵀΣ⁻¹x); ``generalized_*``: exp(-0.5 (xᵀΣ⁻¹x)^β);
+    ``plateau_*``: 1 / (1 + (xᵀΣ⁻¹x)^β); ``sinc``: circular low-pass with cutoff ω_c (rad/pixel);
+    ``delta``: identity. Σ = R(θ) diag(σx², σy²) R(θ)ᵀ, x = (column, row) offsets from the centre.
+    Every kernel is normalised to sum 1.
+    """
+
+    kind: KernelKind
+    size: int = Field(..., ge=1, le=41, description="Odd kernel size in pixels (Real-ESRGAN: 7..21).")
+    sigma_x: float | None = Field(None, gt=0, le=50, description="σ along the rotated x axis (pixels).")
+    sigma_y: float | None = Field(None, gt=0, le=50, description="σ along the rotated y axis (pixels).")
+    rotation: float = Field(0.0, ge=-7.0, le=7.0, description="Rotation θ in radians (0 for isotropic).")
+    beta: float | None = Field(None, gt=0, le=10, description="Shape β (generalized and plateau kernels).")
+    cutoff: float | None = Field(None, gt=0, le=3.1416, description="Sinc cutoff ω_c in (0, π] rad/pixel.")
+
+    @model_validator(mode="after")
+    def _parameters_match_kind(self) -> BlurKernel:
+        if self.size % 2 != 1:
+            raise ValueError(f"kernel size must be odd, got {self.size}")
+        if self.kind in _GAUSSIAN_KINDS:
+            if self.sigma_x is None or self.sigma_y is None:
+                raise ValueError(f"a {self.kind} kernel needs sigma_x and sigma_y")
+            if self.kind.endswith("iso") and not self.kind.endswith("aniso"):
+                if self.sigma_x != self.sigma_y or self.rotation != 0.0:
+                    raise ValueError(f"a {self.kind} kernel has sigma_y == sigma_x and rotation 0")
+        if self.kind.startswith(("generalized", "plateau")) and self.beta is None:
+            raise ValueError(f"a {self.kind} kernel needs beta")
+        if self.kind == "sinc" and self.cutoff is None:
+            raise ValueError("a sinc kernel needs cutoff")
+        return self
+
+
+class PSFField(_Part):
+    """A position-dependent blur (§9.8, after Lin et al.'s lens blur fields).
+
+    At normalised radius r (0 at the centre, 1 at the corners) the PSF is an anisotropic Gaussian
+    elongated along the radial direction: σ_t(r) = σ_c + (σ_k − σ_c)·r^γ tangentially and
+    σ_r(r) = σ_t(r)·(1 + (a − 1)·r^γ) radially. The field is defined on a ``grid`` x ``grid``
+    lattice of anchor PSFs spanning the image (corners included) and interpolated bilinearly
+    between anchors.
+    """
+
+    sigma_center: float = Field(..., gt=0, le=50, description="σ at the image centre (pixels).")
+    sigma_corner: float = Field(..., gt=0, le=50, description="Tangential σ at the corners (pixels).")
+    anisotropy: float = Field(1.0, ge=1.0, le=10, description="Radial/tangential σ ratio at the corners.")
+    exponent: float = Field(2.0, gt=0, le=8, description="Growth exponent γ of blur with radius.")
+    size: int = Field(21, ge=3, le=41, description="Odd PSF size in pixels.")
+    grid: int = Field(8, ge=2, le=32, description="Anchor PSFs per side.")
+
+    @model_validator(mode="after")
+    def _odd(self) -> PSFField:
+        if self.size % 2 != 1:
+            raise ValueError(f"PSF size must be odd, got {self.size}")
+        return self
+
+
+class NoiseSpec(_Part):
+    """Additive noise with its own seed: the same spec gives the same field at the same size."""
+
+    kind: Literal["gaussian", "poisson"]
+    gray: bool = Field(False, description="One field shared by R, G and B (else one per channel).")
+    sigma: float | None = Field(None, ge=0, le=255, description="Gaussian σ in 0-255 units.")
+    scale: float | None = Field(None, ge=0, le=100, description="Poisson noise scale.")
+    seed: int = Field(..., ge=0, lt=_MAX_SEED, description="Seed of the noise field.")
+
+    @model_validator(mode="after")
+    def _parameters_match_kind(self) -> NoiseSpec:
+        if self.kind == "gaussian" and self.sigma is None:
+            raise ValueError("gaussian noise needs sigma")
+        if self.kind == "poisson" and self.scale is None:
+            raise ValueError("poisson noise needs scale")
+        return self
+
+
+class ResizeSpec(_Part):
+    """A resize by ``factor`` (stage 1: of the current size; stage 2: of GT size / scale)."""
+
+    factor: float = Field(..., gt=0, le=16)
+    mode: ResizeMode
+
+
+class DegradationStage(_Part):
+    """One Real-ESRGAN stage: blur -> resize -> noise -> JPEG (stage 2's JPEG is in ``final``)."""
+
+    blur: BlurKernel | None = Field(None, description="Blur kernel; None skips the blur.")
+    psf_field: PSFField | None = Field(None, description="Spatially varying blur instead of ``blur`` (§9.8).")
+    resize: ResizeSpec
+    noise: list[NoiseSpec] = Field(default_factory=list, description="Noises added in order.")
+    jpeg_quality: int | None = Field(None, ge=1, le=100, description="libjpeg quality; None skips.")
+
+    @model_validator(mode="after")
+    def _one_blur(self) -> DegradationStage:
+        if self.blur is not None and self.psf_field is not None:
+            raise ValueError("a stage has either blur or psf_field, not both")
+        return self
+
+
+class FinalStep(_Part):
+    """Real-ESRGAN's last step: [resize to GT/scale + sinc] and JPEG, in either order."""
+
+    order: Literal["resize_sinc_jpeg", "jpeg_resize_sinc"]
+    resize_mode: ResizeMode
+    sinc: BlurKernel | None = Field(None, description="Final sinc filter; None = delta (no filter).")
+    jpeg_quality: int | None = Field(None, ge=1, le=100, description="libjpeg quality; None skips.")
+
+
+class DegradationParams(_Record):
+    """A replayable degradation operator G (§3.2 "image-wide consistency", §4.1, §7.4).
+
+    Applying the same record to two images applies the same G: same kernels, resize factors and
+    modes, noise fields (per seed, at a given size) and JPEG qualities. ``identity`` marks a
+    no-degradation draw (S3Diff's ``no_degradation_prob``). ``params`` holds free-form values of
+    operators this toolkit does not build itself (e.g. an external degradation's settings).
+    """
+
+    pipeline: str = Field("realesrgan", description="Profile or preset that produced these parameters.")
     seed: int | None = Field(None, description="Seed the parameters were sampled with.")
-    params: dict[str, Any] = Field(default_factory=dict, description="JSON-serialisable operator parameters.")
+    scale: int = Field(4, ge=1, le=16, description="GT/LQ size ratio of the final resize.")
+    output: Literal["lq", "gt"] = Field(
+        "gt", description="'gt': the LQ is resized back to the GT size (bicubic); 'lq': kept at GT/scale."
+    )
+    usm: bool = Field(False, description="Unsharp-mask the input before degrading (Real-ESRNet's gt_usm).")
+    identity: bool = Field(False, description="No degradation: the output is the input (resized to the output size).")
+    stage1: DegradationStage | None = None
+    stage2: DegradationStage | None = None
+    final: FinalStep | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="Free-form operator parameters.")
+
+    @property
+    def replayable(self) -> bool:
+        """True when this record fully describes an operator :func:`inscene.degradations.apply` runs."""
+        return self.identity or (
+            self.stage1 is not None and self.stage2 is not None and self.final is not None
+        )
 
 
 class Sample(_Record):
