@@ -195,6 +195,14 @@ from benchmarks import perf_faces as _perf_faces  # noqa: E402
 
 register("faces", help=_perf_faces.HELP, arguments=_perf_faces.arguments)(_perf_faces.run)
 
+# --------------------------------------------------------------------------------------------
+# develop-raw: our RAW development path vs bare rawpy.postprocess (perf_develop_raw.py)
+
+from benchmarks import perf_develop_raw as _perf_develop_raw  # noqa: E402
+
+register("develop-raw", help=_perf_develop_raw.HELP, arguments=_perf_develop_raw.arguments)(_perf_develop_raw.run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")

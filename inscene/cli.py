@@ -265,6 +265,92 @@ def degrade(
 
 # @filter-real-commands (filter-real is defined above this line)
 
+@app.command("develop-raw")
+def develop_raw(
+    captures: Annotated[Path, typer.Argument(help="Identity folders of RAW captures: CAPTURES/<identity>/*.dng.")],
+    refs: Annotated[Path, typer.Option("--refs", help="Identity folders of references: REFS/<identity>/*.jpg.")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder (test split + identity shards).")] = Path(
+        "inscene-test-real"
+    ),
+    groups: Annotated[
+        Path | None, typer.Option("--groups", help="CSV (file,group) or YAML (file: group) tagging captures; "
+                                  "default: ISO group from the metadata (§6.3).")
+    ] = None,
+    bits: Annotated[int, typer.Option("--bits", help="Bits per output sample: 8 or 16 (16 needs PNG).")] = 8,
+    fmt: Annotated[str, typer.Option("--format", help="Output image: png (lossless) or jpeg.")] = "png",
+    quality: Annotated[int, typer.Option("--quality", help="JPEG quality with --format jpeg.")] = 95,
+    demosaic: Annotated[str, typer.Option("--demosaic", help="LibRaw demosaic: AHD (default), LINEAR, VNG, PPG, "
+                                          "DCB, DHT, AAHD.")] = "AHD",
+    gamma: Annotated[str, typer.Option("--gamma", help="Output curve 'power,slope' (default BT.709: 2.222,4.5).")] = (
+        "2.222,4.5"
+    ),
+    auto_bright: Annotated[
+        bool, typer.Option("--auto-bright/--no-auto-bright", help="LibRaw histogram auto-brightness.")
+    ] = True,
+    highlight: Annotated[str, typer.Option("--highlight", help="Highlights: clip, ignore, blend, reconstruct.")] = (
+        "clip"
+    ),
+    camera_wb: Annotated[
+        bool, typer.Option("--camera-wb/--daylight-wb", help="As-shot white balance (default) or daylight.")
+    ] = True,
+    baseline_exposure: Annotated[
+        bool, typer.Option("--baseline-exposure", help="Apply each DNG's BaselineExposure (exposure shift).")
+    ] = False,
+    detector: Annotated[str | None, typer.Option("--detector", help="Face detector (default: dlib, "
+                                                 "embedded; insightface, yolo-face).")] = None,
+    partition_size: Annotated[int, typer.Option("--partition-size", help="Files per partition (= per shard).")] = 16,
+    cluster: ClusterKind = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    queue: QueueOpt = None,
+    account: AccountOpt = None,
+    cores: CoresOpt = 8,
+    memory: MemoryOpt = "32GB",
+    gpus: GpusOpt = 0,
+    walltime: WalltimeOpt = "04:00:00",
+    jobs: JobsOpt = 1,
+    dry_run: DryRunOpt = False,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
+    ] = False,
+) -> None:
+    """Develop phone RAW captures (incl. JPEG-XL DNG) + gallery references into the real test split (§6.3)."""
+    from pydantic import ValidationError
+
+    from inscene.config import InsceneConfig
+    from inscene.errors import BadInputError
+
+    opts = _cluster_options(
+        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
+        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
+    )
+    if _print_job_script_if_dry_run(opts):
+        return
+    try:
+        power, slope = (float(v) for v in gamma.split(","))
+    except ValueError:
+        raise BadInputError(f"--gamma takes 'power,slope', e.g. 2.222,4.5; got {gamma!r}") from None
+    try:
+        config = InsceneConfig()
+        for name, value in dict(
+            output_bps=bits, output_format={"jpg": "jpeg"}.get(fmt.lower(), fmt.lower()), jpeg_quality=quality,
+            demosaic=demosaic.upper(), gamma=(power, slope), auto_bright=auto_bright, highlight_mode=highlight.lower(),
+            use_camera_wb=camera_wb, baseline_exposure=baseline_exposure,
+        ).items():
+            setattr(config.raw, name, value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise BadInputError(f"invalid option {err['loc'][0]}: {err['msg']}") from None
+    from pipelines.develop_raw import run_develop_raw
+
+    result = run_develop_raw(
+        captures, refs, out, config=config, groups=groups, detector=detector, partition_size=partition_size,
+        cluster=None if in_process else opts, console=out_console,
+    )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 # @develop-raw-commands (develop-raw is defined above this line)
 
 # @build-synthetic-commands (build-synthetic is defined above this line)

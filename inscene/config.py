@@ -44,6 +44,59 @@ class RealFilterSettings(_Settings):
     min_musiq: float = Field(65.0, description="§6.2 Stage 3 / §4.1: MUSIQ >= 65.")
     min_clipiqa: float = Field(0.65, description="§6.2 Stage 3 / §4.1: CLIP-IQA >= 0.65.")
     min_maniqa: float = Field(0.40, description="§6.2 Stage 3 / §4.1: MANIQA >= 0.40.")
+    face_select: Literal["largest", "score"] = Field(
+        "largest",
+        description="Which face Stage 1 keeps the crop around when there are several: the largest box "
+        "(default) or the highest detector score (paper silent).",
+    )
+    detect_short_side: int = Field(
+        704,
+        gt=0,
+        description="Stage 1 detects faces on a copy of the resized image whose shorter side is this "
+        "(paper silent). The smallest face Stage 2 keeps (1% of the 1024x1024 crop, ~102 px) is then "
+        ">= 70 px in the copy, 15% above the smallest face dlib HOG finds at upsample 0 (measured: 61 px "
+        "on the astronaut, 48-55 px on t1.jpg); a copy that small halves detection time against 1024.",
+    )
+    dlib_upsample: int = Field(
+        0,
+        ge=0,
+        description="dlib upsampling in Stage 1 (paper silent): 0, since the detection copy already "
+        "shows every usable face at >= 70 px (upsample 1 costs 4x more and only finds smaller faces).",
+    )
+    blur_face_side: int = Field(
+        256,
+        gt=0,
+        description="Stage 2 face blur: the face box of the 1024 crop is downscaled (never upscaled) "
+        "to this longer side before the Laplacian variance, so close-ups and small faces compare "
+        "(paper silent).",
+    )
+    min_blur_face: float = Field(
+        35.0,
+        ge=0,
+        description="Stage 2 (§6.2 names the variance of the Laplacian, not its threshold): Laplacian "
+        "variance of the face region (8-bit gray, ksize 1, at blur_face_side) must reach this. "
+        "Measured on the astronaut / t1.jpg faces: sharp 823 / 265, Gaussian blur sigma 1: 92 / 45, "
+        "sigma 1.5: 42 / 20, sigma 2: 24 / 11; 35 keeps sigma <= 1, rejects sigma >= 2 "
+        "(pipelines.filter_real.measure_thresholds).",
+    )
+    min_blur_image: float = Field(
+        20.0,
+        ge=0,
+        description="Stage 2 (§6.2, threshold not given): Laplacian variance of the whole 1024x1024 "
+        "crop (8-bit gray, ksize 1) must reach this. Measured on the astronaut / t1.jpg: sharp 861 / "
+        "207, sigma 1: 66 / 32, sigma 2: 12 / 7; t1.jpg sharp only within 2x its face box, the rest "
+        "blurred (bokeh): 28, within 1x: 14. 20 keeps sigma <= 1, rejects sigma >= 2 and portraits "
+        "whose sharp part is under ~10% of the frame (pipelines.filter_real.measure_thresholds).",
+    )
+    max_piqe: float = Field(
+        50.0,
+        ge=0,
+        description="Stage 3 without the paper's IQA weights: keep PIQE <= this (the embedded, "
+        "weight-free fallback; NOT the paper's criterion). 50 is PIQE's 'fair' limit (Venkatanath et "
+        "al. 2015). Measured on the astronaut / t1.jpg: sharp 33.8 / 49.7, sigma 1 blur 75 / 78, "
+        "JPEG q30 56 / 58, degradation presets d1 100 / 100, d4 77 / 79 (all rejected); noise-"
+        "dominated d2/d3 score 10-34 and pass (a PIQE blind spot) (pipelines.filter_real.measure_thresholds).",
+    )
 
 
 class SyntheticSettings(_Settings):
@@ -55,12 +108,63 @@ class SyntheticSettings(_Settings):
     infiniteyou_stage: Literal["sim_stage1", "aes_stage2"] = Field(
         "sim_stage1", description="§6.1: stage-1 (similarity) weights for stronger identity."
     )
+    per_identity: int = Field(
+        12,
+        gt=0,
+        description="Accepted scenes per identity (paper silent on the quota; §4.1/§6.1 keep 12,595 "
+        "scenes of 1,005 identities, ~12.5 each).",
+    )
+    max_attempts: int = Field(
+        40, gt=0, description="Generations tried per identity before giving up (paper silent)."
+    )
+    width: int = Field(864, gt=0, description="Output width (paper silent; InfiniteYou's default 864x1152).")
+    height: int = Field(1152, gt=0, description="Output height (paper silent; InfiniteYou's default 864x1152).")
+    steps: int = Field(30, gt=0, description="Denoising steps (paper silent; InfiniteYou's default).")
+    guidance: float = Field(3.5, description="FLUX guidance (paper silent; InfiniteYou's default).")
+    antiblur_lora_scale: float = Field(
+        1.0, description="§6.1 uses the anti-blur LoRA; its scale is not given (the LoRA's card suggests 1.0-1.5)."
+    )
+    identities_per_partition: int = Field(
+        4,
+        gt=0,
+        description="Identities per Dask task and per shard (~50 PNG scenes, ~100 MB at 864x1152; paper silent).",
+    )
 
 
 class RawSettings(_Settings):
     """The real test split from phone RAW captures (§4.1 'Test data', §6.3)."""
 
     iso_groups: tuple[int, ...] = Field((3200, 1600, 800), description="§6.3: captures at ISO 3200/1600/800.")
+    use_camera_wb: bool = Field(
+        True, description="Develop with the camera's as-shot white balance (paper silent beyond 'rawpy', §6.3)."
+    )
+    output_bps: Literal[8, 16] = Field(
+        8, description="Bits per output sample (paper silent; 8-bit like every other InScene LQ)."
+    )
+    demosaic: Literal["AHD", "LINEAR", "VNG", "PPG", "DCB", "DHT", "AAHD"] = Field(
+        "AHD", description="LibRaw demosaic (rawpy's default, AHD; AMaZE/LMMSE need GPL packs rawpy's wheels lack)."
+    )
+    gamma: tuple[float, float] = Field(
+        (2.222, 4.5), description="Output curve (power, toe slope): rawpy's default, the BT.709 curve."
+    )
+    auto_bright: bool = Field(
+        True, description="LibRaw's histogram auto-brightness (rawpy's default; paper silent)."
+    )
+    auto_bright_thr: float = Field(
+        0.01, ge=0, lt=1, description="Share of pixels auto-brightness lets clip (LibRaw's default)."
+    )
+    highlight_mode: Literal["clip", "ignore", "blend", "reconstruct"] = Field(
+        "clip", description="Highlight handling (rawpy's default, clip)."
+    )
+    baseline_exposure: bool = Field(
+        False,
+        description="Apply a DNG's BaselineExposure through LibRaw's exposure shift (rawpy does not by "
+        "default; paper silent).",
+    )
+    output_format: Literal["png", "jpeg"] = Field(
+        "png", description="Developed image format: lossless PNG (paper silent) or JPEG at jpeg_quality."
+    )
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality when output_format is jpeg.")
 
 
 class DegradationSettings(_Settings):
@@ -86,6 +190,29 @@ class RestorerSettings(_Settings):
     unet_lora_rank: int = Field(32, description="§9.2, Table 5: UNet LoRA rank 32.")
     timestep: int = Field(999, description="One-step SD-Turbo at t=999 (S3Diff, the codebase §4.1 builds on).")
     cfg_scale: float = Field(1.10, description="§7.2: lambda_cfg = 1.10 in all experiments.")
+    positive_prompt: str = Field(
+        "a high-resolution, 8K, ultra-realistic sharp image, vibrant colors, and natural lighting",
+        description="§7.2: the generic high-quality prompt of the positive branch (the paper's wording).",
+    )
+    negative_prompt: str = Field(
+        "oil painting, cartoon, blur, dirty, messy, low quality, deformation, low resolution, oversmooth",
+        description="§7.2: the fixed negative prompt (CFG negative branch; negative targets in training).",
+    )
+    neg_prompt_prob: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="§7.2 p_n: paper silent on its value; S3Diff's default 0.05 (the codebase §4.1 builds on).",
+    )
+    lora_alpha: float = Field(
+        8.0, gt=0, description="LoRA alpha: paper silent; S3Diff leaves peft's default (8), pinned here."
+    )
+    lambda_l2: float = Field(2.0, description="§4.1: lambda_L2 = 2.0.")
+    lambda_lpips: float = Field(5.0, description="§4.1: lambda_LPIPS = 5.0.")
+    lambda_gan: float = Field(0.5, description="§4.1: lambda_GAN = 0.5.")
+    learning_rate: float = Field(2e-5, gt=0, description="§4.1: learning rate 2e-5 (AdamW, as S3Diff).")
+    train_iterations: int = Field(20_000, gt=0, description="§4.1: 20K iterations.")
+    train_batch_size: int = Field(64, gt=0, description="§4.1: effective batch size 64 (8 A100 GPUs).")
 
 
 class FaceSettings(_Settings):
@@ -129,6 +256,26 @@ class FaceSettings(_Settings):
     yolo_imgsz: int = Field(1280, gt=0, description="YOLO-face inference size (YapaLab/yolo-face README).")
 
 
+class HubSettings(_Settings):
+    """Publishing to the Hugging Face Hub (`inscene publish`; paper silent: the Hub's recommendations)."""
+
+    shard_max_bytes: int = Field(
+        1_000_000_000, gt=0, description="Published shards of about 1 GB (Hub recommendation; paper silent)."
+    )
+    shard_max_count: int = Field(
+        10_000, gt=0, description="Samples per published shard at most (paper silent; bytes usually bound first)."
+    )
+    max_files_per_folder: int = Field(
+        10_000, gt=0, description="The Hub wants fewer than 10k files per folder (paper silent)."
+    )
+    full_check_max_bytes: int = Field(
+        2_000_000_000,
+        gt=0,
+        description="The dry run loads splits fully (temporary Arrow cache) up to this many shard bytes and "
+        "streams every row above (paper silent).",
+    )
+
+
 class InsceneConfig(_Settings):
     """All settings, grouped by concern."""
 
@@ -140,6 +287,7 @@ class InsceneConfig(_Settings):
     degradation: DegradationSettings = Field(default_factory=DegradationSettings)
     restorer: RestorerSettings = Field(default_factory=RestorerSettings)
     faces: FaceSettings = Field(default_factory=FaceSettings)
+    hub: HubSettings = Field(default_factory=HubSettings)
 
     def flat(self) -> dict[str, Any]:
         """Settings as one flat ``{"group.field": value}`` dict (what runs record as JSON)."""
