@@ -196,11 +196,53 @@ from benchmarks import perf_faces as _perf_faces  # noqa: E402
 register("faces", help=_perf_faces.HELP, arguments=_perf_faces.arguments)(_perf_faces.run)
 
 # --------------------------------------------------------------------------------------------
+# evaluate: the evaluator (cold, warm cache) vs a naive per-image pyiqa loop (perf_evaluate.py)
+
+from benchmarks import perf_evaluate as _perf_evaluate  # noqa: E402
+
+register("evaluate", help=_perf_evaluate.HELP, arguments=_perf_evaluate.arguments)(_perf_evaluate.run)
+
+# --------------------------------------------------------------------------------------------
+# fadex: Stage I (align + warp back, gt backend) vs face detection alone (perf_fadex.py)
+
+from benchmarks import perf_fadex as _perf_fadex  # noqa: E402
+
+register("fadex", help=_perf_fadex.HELP, arguments=_perf_fadex.arguments)(_perf_fadex.run)
+
+# --------------------------------------------------------------------------------------------
 # develop-raw: our RAW development path vs bare rawpy.postprocess (perf_develop_raw.py)
 
 from benchmarks import perf_develop_raw as _perf_develop_raw  # noqa: E402
 
 register("develop-raw", help=_perf_develop_raw.HELP, arguments=_perf_develop_raw.arguments)(_perf_develop_raw.run)
+
+
+# --------------------------------------------------------------------------------------------
+# filter-real: Stages 1-2 vs decode-only throughput (benchmarks/perf_filter_real.py)
+
+from benchmarks import perf_filter_real as _perf_filter_real  # noqa: E402
+
+register("filter-real", help=_perf_filter_real.HELP, arguments=_perf_filter_real.arguments)(_perf_filter_real.run)
+
+
+# --------------------------------------------------------------------------------------------
+# build-synthetic: per-image overhead around the (tiny) generator (benchmarks/perf_build_synthetic.py)
+
+from benchmarks import perf_build_synthetic as _perf_build_synthetic  # noqa: E402
+
+register("build-synthetic", help=_perf_build_synthetic.HELP, arguments=_perf_build_synthetic.arguments)(
+    _perf_build_synthetic.run
+)
+
+# --------------------------------------------------------------------------------------------
+# restorer: FaDeX + MapNet token overhead vs a tiny SD-Turbo UNet step (benchmarks/perf_restorer.py)
+
+from benchmarks import perf_restorer as _perf_restorer  # noqa: E402
+
+register("restorer", help=_perf_restorer.HELP, arguments=_perf_restorer.arguments)(_perf_restorer.run)
+register("restorer-stage2", help=_perf_restorer.HELP_STAGE2, arguments=_perf_restorer.arguments_stage2)(
+    _perf_restorer.run_stage2
+)
 
 
 def main(argv: list[str] | None = None) -> int:

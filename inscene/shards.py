@@ -610,7 +610,7 @@ class ShardWriter:
         # End of archive: two zero blocks, then padding to a whole record (as tarfile does).
         end = 2 * _BLOCK
         end += -(self._size + end) % _RECORD
-        tail = [_ZEROS[:end]]
+        tail = [bytes(end)]  # up to 2 blocks + a record: longer than _ZEROS
         self._stream_worker.submit(functools.partial(_hash_stream, self._tar_hash, tail))
         _writev_all(self._fd, tail)
         nbytes = self._size + end

@@ -442,6 +442,26 @@ _SPECS: tuple[ModelSpec, ...] = (
         allow_patterns=("model.safetensors", "config.json"),
         notes="timm's default pretrained tag for resnet50 (timm 1.0)",
     ),
+    # --- Face2Scene restorer training (restorer/losses.py) -----------------------------------------
+    ModelSpec(
+        name="dino-vitb16",
+        kind="backbone",
+        layout="hf",
+        files=("model.safetensors",),
+        source="hf:timm/vit_base_patch16_224.dino",
+        license="Apache-2.0 (DINO)",
+        paper_ref="§3.3 (frozen DINO backbone of the restorer's discriminator [4])",
+        hf_repo="timm/vit_base_patch16_224.dino",
+        allow_patterns=("model.safetensors", "config.json"),
+        notes="DINO ViT-B/16 (the backbone vision-aided GAN's 'dino' discriminator loads), timm format",
+    ),
+    _pyiqa(
+        "lpips-vgg",
+        ("pyiqa/LPIPS_v0.1_vgg-a78928a0.pth", "checkpoints/vgg16-397923af.pth"),
+        "§3.3, §4.1 (restorer training loss, lambda_LPIPS = 5.0; S3Diff uses LPIPS-VGG)",
+        urls={"checkpoints/vgg16-397923af.pth": _TV_VGG16},
+        notes="LPIPS v0.1 VGG linear layers + torchvision's ImageNet VGG16 (training only)",
+    ),
     # --- diffusion, generation ------------------------------------------------------------------
     ModelSpec(
         name="sd-turbo",
@@ -512,6 +532,17 @@ _SPECS: tuple[ModelSpec, ...] = (
         paper_ref="§6.1 (anti-blur LoRA, footnote link)",
         hf_repo="Shakker-Labs/FLUX.1-dev-LoRA-AntiBlur",
         notes="the paper's LoRA; InfiniteYou's optional flux_anti_blur_lora is a different one",
+    ),
+    ModelSpec(
+        name="clip-vit-large-patch14",
+        kind="backbone",
+        layout="hf",
+        files=("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json"),
+        source="hf:openai/clip-vit-large-patch14",
+        license="MIT (openai/CLIP)",
+        paper_ref="Figure 4 scene tags: zero-shot stand-in for RAM++ (build-synthetic --tagger clip)",
+        hf_repo="openai/clip-vit-large-patch14",
+        allow_patterns=("*.json", "*.txt", "model.safetensors"),
     ),
     # --- reference-based face restoration ------------------------------------------------------
     ModelSpec(

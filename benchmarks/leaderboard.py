@@ -1,0 +1,575 @@
+"""The leaderboard: measured rows beside the paper's reported rows, as Markdown, CSV, HTML and PNG.
+
+Provenance: Face2Scene (arXiv 2603.16570) Tables 2-4 and 7 (layout, column order, best and
+second-best cells highlighted, arrows for direction) and Table 3 (the Wins column: on how many
+metrics a row beats a reference row).
+
+One board per (split, variant). Measured rows (from ``inscene evaluate``, under ``results/rows/``)
+come first, then the reported rows (``benchmarks/data/reported.csv``), each labelled with its
+source: they are never merged or averaged together. Best and second best are ranked over every
+complete row with a value in the column (``rank_scope="all"``, so a new method sees where it
+stands among the published ones) or within each source (``rank_scope="source"``); incomplete
+measured rows are shown, flagged, and never ranked. A metric a machine could not compute shows
+``n/a`` with the reason (``weights missing: <file>``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.evaluate import DEFAULT_RESULTS, VARIANTS, EvalRow, load_rows
+from benchmarks.metrics import METRICS, MetricSpec
+from benchmarks.reported import ReportedRow, load_reported
+from benchmarks.splits import SPLITS
+
+__all__ = [
+    "Board",
+    "BoardRow",
+    "Cell",
+    "LeaderboardFiles",
+    "build_boards",
+    "plot_perception_distortion",
+    "render_csv",
+    "render_html",
+    "render_markdown",
+    "write_leaderboard",
+]
+
+BEST, SECOND = 1, 2
+
+
+@dataclass
+class Cell:
+    """One value of a board."""
+
+    value: float | None = None
+    text: str = ""
+    ci: tuple[float, float] | None = None
+    n: int = 0
+    n_expected: int = 0
+    status: str = "ok"  # ok | partial | n/a | missing | empty
+    reason: str = ""
+    notes: str = ""
+    rank: int = 0  # BEST, SECOND or 0
+
+
+@dataclass
+class BoardRow:
+    method: str
+    label: str
+    source: str  # measured | reported
+    cells: dict[str, Cell]
+    steps: str = ""
+    table: str = ""
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+    n_samples: int = 0
+    wins: tuple[int, int] | None = None
+    reported_wins: str | None = None
+
+    @property
+    def rankable(self) -> bool:
+        return self.complete
+
+
+@dataclass
+class Board:
+    split: str
+    variant: str
+    columns: list[MetricSpec]
+    rows: list[BoardRow]
+    wins_ref: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        desc = SPLITS[self.split].description if self.split in SPLITS else ""
+        return f"{self.split} — {self.variant}" + (f" ({desc})" if desc else "")
+
+    @property
+    def slug(self) -> str:
+        return f"{self.split}-{self.variant}"
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _measured_row(row: EvalRow, columns: list[MetricSpec]) -> BoardRow:
+    cells = {}
+    for spec in columns:
+        m = row.metrics.get(spec.name)
+        if m is None:
+            cells[spec.name] = Cell(status="empty", text="—", reason="not evaluated")
+            continue
+        if m.status == "n/a":
+            cells[spec.name] = Cell(status="n/a", text="n/a", reason=m.reason, n_expected=m.n_expected)
+            continue
+        ci = (m.ci_low, m.ci_high) if m.ci_low is not None and m.ci_high is not None else None
+        text = _fmt(m.mean, spec.digits)
+        if m.status != "ok":
+            text += f" ({m.n}/{m.n_expected})"
+        cells[spec.name] = Cell(m.mean, text, ci, m.n, m.n_expected, m.status, notes=m.notes)
+    return BoardRow(
+        method=row.method, label=row.method, source="measured", cells=cells, complete=row.complete,
+        problems=[p.line() for p in row.problems], n_samples=row.n_samples,
+    )
+
+
+def _reported_row(rep: ReportedRow, columns: list[MetricSpec]) -> BoardRow:
+    cells = {}
+    for spec in columns:
+        text = rep.values.get(spec.name)
+        if text is None:
+            cells[spec.name] = Cell(status="empty", text="—", reason=f"not reported in Table {rep.table}")
+        else:
+            cells[spec.name] = Cell(float(text), text)
+    return BoardRow(method=rep.method, label=rep.label, source="reported", cells=cells, steps=rep.steps,
+                    table=rep.table, reported_wins=rep.wins)
+
+
+def _rank(rows: list[BoardRow], spec: MetricSpec) -> None:
+    vals = sorted({
+        r.cells[spec.name].value for r in rows
+        if r.rankable and r.cells[spec.name].status == "ok" and r.cells[spec.name].value is not None
+        and math.isfinite(r.cells[spec.name].value)  # type: ignore[arg-type]
+    }, reverse=not spec.lower_better)
+    if not vals:
+        return
+    best = vals[0]
+    second = vals[1] if len(vals) > 1 else None
+    for r in rows:
+        c = r.cells[spec.name]
+        if not r.rankable or c.status != "ok" or c.value is None:
+            continue
+        if c.value == best:
+            c.rank = BEST
+        elif second is not None and c.value == second:
+            c.rank = SECOND
+
+
+def _wins_text(r: BoardRow) -> str:
+    if r.wins is not None:
+        return f"{r.wins[0]}/{r.wins[1]}"
+    if r.reported_wins:
+        return f"{r.reported_wins} (paper)"
+    return "—"
+
+
+def _better(a: float, b: float, lower_better: bool) -> bool:
+    return a < b if lower_better else a > b
+
+
+def _wins(board: Board, ref: str | None) -> None:
+    if ref is None:
+        return
+    ref_row = next((r for r in board.rows if r.method == ref and r.source == "measured"), None)
+    ref_row = ref_row or next((r for r in board.rows if r.method == ref), None)
+    if ref_row is None:
+        board.notes.append(f"Wins: reference method '{ref}' is not on this board (choose one with --wins-ref)")
+        board.wins_ref = None
+        return
+    board.wins_ref = ref_row.label
+    for r in board.rows:
+        # Wins compare methods on the same data: measured rows against a measured reference,
+        # reported rows against a reported one (the paper's own Wins are kept as printed).
+        if r is ref_row or r.source != ref_row.source:
+            continue
+        won = total = 0
+        for spec in board.columns:
+            a, b = r.cells[spec.name], ref_row.cells[spec.name]
+            if a.status != "ok" or b.status != "ok" or a.value is None or b.value is None:
+                continue
+            total += 1
+            won += _better(a.value, b.value, spec.lower_better)
+        r.wins = (won, total)
+
+
+def build_boards(
+    results: str | os.PathLike = DEFAULT_RESULTS,
+    *,
+    splits: list[str] | None = None,
+    variants: list[str] | None = None,
+    include_reported: bool = True,
+    wins_ref: str | None = "bicubic",
+    rank_scope: str = "all",
+    metrics: list[str] | None = None,
+) -> list[Board]:
+    """Boards for every (split, variant) with measured or reported rows.
+
+    Args:
+        results: the folder ``inscene evaluate`` wrote (``rows/``).
+        splits: only these splits (default: all found).
+        variants: only these variants.
+        include_reported: add the paper's rows.
+        wins_ref: method the Wins column compares against (None: no Wins column).
+        rank_scope: ``all`` (rank measured and reported rows together) or ``source``.
+        metrics: columns to show (default: every metric any row has, in the paper's order).
+    """
+    if rank_scope not in ("all", "source"):
+        raise ValueError(f"rank_scope must be 'all' or 'source', got {rank_scope!r}")
+    measured = load_rows(results)
+    reported = load_reported() if include_reported else []
+    keys: list[tuple[str, str]] = []
+    for r in [*measured, *reported]:
+        k = (r.split, r.variant)
+        if k not in keys:
+            keys.append(k)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    keys.sort(key=lambda k: (order.get(k[0], len(order)), k[0], VARIANTS.index(k[1]) if k[1] in VARIANTS else 9))
+    boards = []
+    for split, variant in keys:
+        if splits and split not in splits:
+            continue
+        if variants and variant not in variants:
+            continue
+        mrows = [r for r in measured if r.split == split and r.variant == variant]
+        rrows = [r for r in reported if r.split == split and r.variant == variant]
+        names: set[str] = set()
+        for r in mrows:
+            names |= set(r.metrics)
+        for r in rrows:
+            names |= set(r.values)
+        if metrics:
+            names &= set(metrics)
+        columns = [spec for name, spec in METRICS.items() if name in names]
+        rows = [_measured_row(r, columns) for r in sorted(mrows, key=lambda r: r.method.lower())]
+        rows += [_reported_row(r, columns) for r in rrows]
+        board = Board(split, variant, columns, rows)
+        for spec in columns:
+            if rank_scope == "all":
+                _rank(rows, spec)
+            else:
+                for src in ("measured", "reported"):
+                    _rank([r for r in rows if r.source == src], spec)
+        _wins(board, wins_ref)
+        if any(r.source == "reported" for r in rows) and any(r.source == "measured" for r in rows):
+            board.notes.append(
+                "Reported rows are the paper's numbers on the paper's data; measured rows are computed here."
+            )
+        boards.append(board)
+    return boards
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown / CSV
+
+
+def _footnotes(board: Board) -> list[str]:
+    reasons: dict[str, list[str]] = {}
+    for r in board.rows:
+        for spec in board.columns:
+            c = r.cells[spec.name]
+            if c.status == "n/a" and c.reason:
+                reasons.setdefault(c.reason, [])
+                label = f"{spec.label} ({r.label})"
+                if label not in reasons[c.reason]:
+                    reasons[c.reason].append(label)
+    return [f"n/a: {reason}: {', '.join(cols)}" for reason, cols in reasons.items()]
+
+
+def render_markdown(boards: list[Board]) -> str:
+    """GitHub Markdown: best **bold**, second <u>underlined</u>, ``n/a (reason)`` in the cell."""
+    out = []
+    for b in boards:
+        out.append(f"### {b.title}\n")
+        head = ["Method", "Source", "Step", *[f"{s.label}{s.arrow}" for s in b.columns]]
+        if b.wins_ref:
+            head.append("Wins↑")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|")
+        for r in b.rows:
+            name = r.label if r.complete else f"{r.label} ⚠ incomplete"
+            src = "measured" if r.source == "measured" else f"reported (Table {r.table})"
+            cells = []
+            for s in b.columns:
+                c = r.cells[s.name]
+                t = f"n/a ({c.reason})" if c.status == "n/a" and c.reason else c.text
+                if c.rank == BEST:
+                    t = f"**{t}**"
+                elif c.rank == SECOND:
+                    t = f"<u>{t}</u>"
+                cells.append(t)
+            line = [name, src, r.steps or "", *cells]
+            if b.wins_ref:
+                line.append(_wins_text(r))
+            out.append("| " + " | ".join(line) + " |")
+        notes = list(b.notes)
+        if b.wins_ref:
+            notes.append(f"Wins: metrics on which a row beats {b.wins_ref} (rows of the same source).")
+        for r in b.rows:
+            for ln in r.problems[:20]:
+                notes.append(f"{r.label}: {ln}")
+            if len(r.problems) > 20:
+                notes.append(f"{r.label}: ... and {len(r.problems) - 20} more problems")
+        if notes:
+            out.append("")
+            out += [f"- {n}" for n in notes]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_csv(boards: list[Board]) -> str:
+    """One line per row: means, 95% CI bounds, counts and status per metric."""
+    import csv
+
+    names = []
+    for b in boards:
+        for s in b.columns:
+            if s.name not in names:
+                names.append(s.name)
+    names.sort(key=list(METRICS).index)
+    header = ["split", "variant", "method", "label", "source", "table", "steps", "complete", "n_samples",
+              "problems", "wins"]
+    for n in names:
+        header += [n, f"{n}_ci_low", f"{n}_ci_high", f"{n}_n", f"{n}_status", f"{n}_rank", f"{n}_reason"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for b in boards:
+        for r in b.rows:
+            line: list[Any] = [b.split, b.variant, r.method, r.label, r.source, r.table, r.steps, r.complete,
+                               r.n_samples, len(r.problems),
+                               "" if r.wins is None else f"{r.wins[0]}/{r.wins[1]}"]  # computed only
+            for n in names:
+                c = r.cells.get(n)
+                if c is None:
+                    line += ["", "", "", "", "", "", ""]
+                    continue
+                value = c.text if r.source == "reported" else ("" if c.value is None else repr(float(c.value)))
+                line += [value, "" if c.ci is None else c.ci[0], "" if c.ci is None else c.ci[1],
+                         c.n if r.source == "measured" else "", c.status, c.rank or "", c.reason]
+            w.writerow(line)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Perception-distortion plot
+
+
+_PERCEPTION_Y = ("lpips", "dists", "piqe", "musiq", "clipiqa")
+
+
+def plot_perception_distortion(
+    board: Board, path: str | os.PathLike, x: str = "psnr", y: str | None = None
+) -> Path | None:
+    """Scatter of a perception metric against PSNR (distortion), measured filled, reported hollow.
+
+    ``y`` defaults to LPIPS, or the first of DISTS, PIQE, MUSIQ, CLIP-IQA that a measured row has.
+    Returns None when fewer than one row has both values.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cols = {s.name: s for s in board.columns}
+    if x not in cols:
+        return None
+    if y is None:
+        candidates = [m for m in _PERCEPTION_Y if m in cols]
+        y = next((m for m in candidates if any(
+            r.source == "measured" and r.cells[m].status in ("ok", "partial") for r in board.rows)), None)
+        y = y or next(iter(candidates), None)
+    if y is None or y not in cols:
+        return None
+    pts = [(r, r.cells[x].value, r.cells[y].value) for r in board.rows
+           if r.cells[x].value is not None and r.cells[y].value is not None
+           and r.cells[x].status in ("ok", "partial") and r.cells[y].status in ("ok", "partial")]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(8.6, 4.8), dpi=110)
+    # Markers carry a number; the names are listed beside the plot (labels of close points would
+    # overlap otherwise).
+    names = []
+    for i, (r, vx, vy) in enumerate(sorted(pts, key=lambda p: (p[0].source, p[1])), start=1):
+        measured = r.source == "measured"
+        color = "#6a3d9a" if measured else "#555555"
+        ax.scatter([vx], [vy], s=60, marker="o" if measured else "s",
+                   facecolors=color if measured else "none", edgecolors=color, linewidths=1.5, zorder=3)
+        ax.annotate(str(i), (vx, vy), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7,
+                    color=color)
+        names.append(f"{i:>2}  {r.label}{'' if r.complete else ' (incomplete)'}"
+                     f"{'' if measured else ' *'}")
+    fig.text(0.71, 0.93, "\n".join(names), va="top", ha="left", fontsize=8, family="monospace")
+    fig.text(0.71, 0.06, "* reported (the paper's numbers)", fontsize=7, color="#555555")
+    sx, sy = cols[x], cols[y]
+    ax.set_xlabel(f"{sx.label} {sx.arrow}  (distortion)")
+    ax.set_ylabel(f"{sy.label} {sy.arrow}  (perception)")
+    ax.set_title(f"Perception–distortion: {board.split}, {board.variant}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    ax.legend(handles=[
+        Line2D([], [], marker="o", ls="", markerfacecolor="#6a3d9a", markeredgecolor="#6a3d9a", label="measured"),
+        Line2D([], [], marker="s", ls="", markerfacecolor="none", markeredgecolor="#555555", label="reported (paper)"),
+    ], fontsize=8, loc="best")
+    missing = len(board.rows) - len(pts)
+    if missing:
+        fig.text(0.01, 0.005, f"{missing} row(s) without both {sx.label} and {sy.label} are not shown",
+                 fontsize=7, color="#777777")
+    fig.tight_layout(rect=(0, 0.03 if missing else 0, 0.70, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin:28px 0 8px}
+.sub{color:#666;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{padding:4px 8px;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}
+th{background:#f4f4f7;border-bottom:2px solid #bbb}
+td.name,th.name{text-align:left}
+tr.reported td{color:#444;background:#fbfbfb}
+tr.sep td{border-top:2px solid #999}
+td.best{background:#cdb8ef;font-weight:700}
+td.second{background:#e6f0fb;text-decoration:underline}
+td.na{color:#999;font-style:italic}
+.ci{display:block;color:#888;font-size:10px}
+.badge{display:inline-block;font-size:10px;padding:1px 5px;border-radius:8px;margin-left:6px;vertical-align:1px}
+.b-measured{background:#e8f5e9;color:#1b5e20}.b-reported{background:#eee;color:#555}
+.b-incomplete{background:#ffebee;color:#b71c1c}
+ul.notes{font-size:12px;color:#555;margin:4px 0 0 0}
+details{font-size:12px;margin:4px 0} img{max-width:560px;border:1px solid #ddd;margin-top:6px}
+.legend span{display:inline-block;padding:1px 8px;margin-right:8px;font-size:12px}
+"""
+
+
+def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title: str = "InScene leaderboard") -> str:
+    """A self-contained page (inline CSS, plots as data URIs)."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        "<div class='sub'>Face2Scene (arXiv 2603.16570) metrics; arrows give the better direction. "
+        "Measured rows are computed by <code>inscene evaluate</code>; reported rows are the paper's published "
+        "numbers (Tables 2, 3, 4, 7), never mixed with measured ones.</div>",
+        "<p class='legend'><span style='background:#cdb8ef;font-weight:700'>best</span>"
+        "<span style='background:#e6f0fb;text-decoration:underline'>second best</span>"
+        "<span style='color:#999;font-style:italic'>n/a: not computable here (hover for why)</span></p>",
+    ]
+    for b in boards:
+        parts.append(f"<h2 id='{e(b.slug)}'>{e(b.title)}</h2>")
+        head = ["<th class='name'>Method</th>", "<th>Step</th>"]
+        head += [f"<th title='{e(s.convention)}'>{e(s.label)}{s.arrow}</th>" for s in b.columns]
+        if b.wins_ref:
+            head.append(f"<th title='metrics on which the row beats {e(b.wins_ref)}'>Wins↑</th>")
+        parts.append("<table><tr>" + "".join(head) + "</tr>")
+        prev = None
+        for r in b.rows:
+            cls = [r.source]
+            if prev == "measured" and r.source == "reported":
+                cls.append("sep")
+            prev = r.source
+            badge = ("<span class='badge b-measured'>measured</span>" if r.source == "measured"
+                     else f"<span class='badge b-reported'>reported · Table {e(r.table)}</span>")
+            if not r.complete:
+                badge += f"<span class='badge b-incomplete'>incomplete · {len(r.problems)} problem(s)</span>"
+            tds = [f"<td class='name'>{e(r.label)}{badge}</td>", f"<td>{e(r.steps)}</td>"]
+            for s in b.columns:
+                c = r.cells[s.name]
+                klass = {BEST: "best", SECOND: "second"}.get(c.rank, "")
+                if c.status in ("n/a", "empty"):
+                    tip = c.reason or "not available"
+                    why = f"<span class='ci'>{e(c.reason)}</span>" if c.status == "n/a" and c.reason else ""
+                    tds.append(f"<td class='na' title='{e(tip)}'>{e(c.text)}{why}</td>")
+                    continue
+                ci = ""
+                if c.ci is not None:
+                    ci = f"<span class='ci'>[{_fmt(c.ci[0], s.digits)}, {_fmt(c.ci[1], s.digits)}]</span>"
+                tip = "; ".join(x for x in (f"n={c.n}/{c.n_expected}" if r.source == "measured" else "",
+                                            c.notes) if x)
+                tds.append(f"<td class='{klass}' title='{e(tip)}'>{e(c.text)}{ci}</td>")
+            if b.wins_ref:
+                tds.append(f"<td>{e(_wins_text(r))}</td>")
+            parts.append(f"<tr class='{' '.join(cls)}'>" + "".join(tds) + "</tr>")
+        parts.append("</table>")
+        notes = list(b.notes)
+        if b.wins_ref:
+            notes.append(f"Wins: metrics on which a row beats {b.wins_ref}, among rows of the same source "
+                         "(Table 3); '(paper)' marks the paper's own Wins.")
+        notes.append("Measured cells: mean over images, with its bootstrap 95% interval below.")
+        notes += _footnotes(b)
+        parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+        for r in b.rows:
+            if r.problems:
+                items = "".join(f"<li>{e(p)}</li>" for p in r.problems[:200])
+                more = f"<li>... and {len(r.problems) - 200} more</li>" if len(r.problems) > 200 else ""
+                parts.append(f"<details><summary>{e(r.label)}: {len(r.problems)} problem(s)</summary>"
+                             f"<ul>{items}{more}</ul></details>")
+        png = (plots or {}).get(b.slug)
+        if png is not None and Path(png).is_file():
+            data = base64.b64encode(Path(png).read_bytes()).decode()
+            parts.append(f"<div><img alt='perception-distortion plot' src='data:image/png;base64,{data}'></div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LeaderboardFiles:
+    markdown: Path
+    csv: Path
+    html: Path
+    plots: dict[str, Path]
+    boards: list[Board]
+    text: str
+
+    @property
+    def incomplete(self) -> list[str]:
+        return [f"{b.split}/{b.variant}/{r.label}" for b in self.boards for r in b.rows
+                if r.source == "measured" and not r.complete]
+
+
+def write_leaderboard(
+    results: str | os.PathLike = DEFAULT_RESULTS,
+    out: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> LeaderboardFiles:
+    """Build the boards and write ``leaderboard.md``, ``.csv``, ``.html`` and one PNG per board.
+
+    Args:
+        results: the evaluation results folder.
+        out: output folder (default ``results/leaderboard``).
+        **kwargs: :func:`build_boards` options.
+    """
+    out = Path(out) if out is not None else Path(results) / "leaderboard"
+    out.mkdir(parents=True, exist_ok=True)
+    boards = build_boards(results, **kwargs)
+    plots = {}
+    for b in boards:
+        p = plot_perception_distortion(b, out / f"perception-distortion-{b.slug}.png")
+        if p is not None:
+            plots[b.slug] = p
+    text = render_markdown(boards)
+    md = out / "leaderboard.md"
+    md.write_text("# InScene leaderboard\n\n" + text, encoding="utf-8")
+    csv_path = out / "leaderboard.csv"
+    csv_path.write_text(render_csv(boards), encoding="utf-8")
+    html_path = out / "leaderboard.html"
+    html_path.write_text(render_html(boards, plots), encoding="utf-8")
+    return LeaderboardFiles(md, csv_path, html_path, plots, boards, text)
