@@ -404,3 +404,21 @@ def test_webdataset_loads_folder(tmp_path):
         assert json.loads(s["json"]) == meta
         assert s["lq.png"] == members["lq.png"] and s["gt.png"] == members["gt.png"]
     assert os.path.basename(got[0]["__url__"]) == "syn-00000.tar"
+
+
+def test_end_of_archive_padding_is_complete_for_every_tail_length(tmp_path):
+    """Regression: the zero padding after the last member (up to 11263 bytes) was cut at 10240,
+    so about one shard in ten came out truncated. Sweep member sizes over a whole record."""
+    import tarfile as _tarfile
+
+    from inscene.shards import ShardWriter, verify_dataset
+
+    for i, size in enumerate(range(100, 10240 + 100, 900)):
+        root = tmp_path / f"r{i}"
+        with ShardWriter(root, "train", "pad") as writer:
+            writer.write("a", {"bin": bytes(size)}, {"n": size})
+        tar = next((root / "train").glob("*.tar"))
+        assert tar.stat().st_size % 10240 == 0, size
+        with _tarfile.open(tar) as tf:
+            assert [m.name for m in tf.getmembers()] == ["a.bin", "a.json"]
+        assert verify_dataset(root).ok, size
