@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from inscene import __version__
+from inscene.cli_cluster import print_job_script_if_dry_run, with_cluster_options
 from inscene.errors import InsceneError
 
 app = typer.Typer(
@@ -50,69 +51,22 @@ def _root(
     """InScene toolkit."""
 
 
-# ---- options shared by every pipeline command (one definition, used by each) -------------------
-
-ClusterKind = Annotated[
-    str, typer.Option("--cluster", help="Where to run: local (LocalCluster), slurm (dask-jobqueue), cuda (dask-cuda).")
-]
-SchedulerOpt = Annotated[
-    str | None, typer.Option("--scheduler", help="Attach to a running Dask scheduler at this address.")
-]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: CPU cores).")]
-QueueOpt = Annotated[str | None, typer.Option("--queue", help="SLURM partition/queue.")]
-AccountOpt = Annotated[str | None, typer.Option("--account", help="SLURM account.")]
-CoresOpt = Annotated[int, typer.Option("--cores", help="SLURM cores per job.")]
-MemoryOpt = Annotated[str, typer.Option("--memory", help="SLURM memory per job.")]
-GpusOpt = Annotated[int, typer.Option("--gpus", help="SLURM GPUs per job (adds --gres and the GPU worker resource).")]
-WalltimeOpt = Annotated[str, typer.Option("--walltime", help="SLURM walltime.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", help="SLURM jobs to start.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="With --cluster slurm: print the job script and exit.")]
-
-
-def _cluster_options(**kw: object):
-    from inscene.runtime import ClusterOptions
-
-    return ClusterOptions(**{k: v for k, v in kw.items() if v is not None})
-
-
-def _print_job_script_if_dry_run(opts) -> bool:
-    if opts.dry_run:
-        if opts.cluster != "slurm":
-            raise typer.BadParameter("--dry-run prints a SLURM job script: use it with --cluster slurm")
-        from inscene.runtime import slurm_job_script
-
-        typer.echo(slurm_job_script(opts))
-        return True
-    return False
-
 
 # ---- commands ------------------------------------------------------------------------------------
 
 
 @app.command()
+@with_cluster_options
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "32GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "04:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
     ] = False,
 ) -> None:
     """Run the toolkit end to end, offline on CPU: real sample photos + generated images -> verified shards."""
-    opts = _cluster_options(
-        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-    )
-    if _print_job_script_if_dry_run(opts):
+    opts = cluster_opts
+    if print_job_script_if_dry_run(opts):
         return
     from pipelines.demo import run_demo
 
@@ -192,6 +146,7 @@ def _key_values(items: list[str] | None) -> dict[str, str]:
 
 
 @app.command()
+@with_cluster_options
 def evaluate(
     method: Annotated[
         str,
@@ -246,27 +201,14 @@ def evaluate(
         typer.Option("--method-opt", help="Method option KEY=VALUE, repeatable (face2scene: refs, ref_fr, base, "
                      "detector, device, dtype, cfg)."),
     ] = None,
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "32GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "04:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Score in this process instead of on Dask workers.")
     ] = False,
 ) -> None:
     """Score a method on an InScene split (or folder pair) as the paper does; exit 1 if the row is incomplete."""
-    opts = _cluster_options(
-        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-    )
-    if _print_job_script_if_dry_run(opts):
+    opts = cluster_opts
+    if print_job_script_if_dry_run(opts):
         return
     from benchmarks.commands import print_report, run_evaluate
 
@@ -328,6 +270,7 @@ def leaderboard(
 # @faces-commands (the faces sub-app is registered above this line)
 
 @app.command()
+@with_cluster_options
 def degrade(
     inp: Annotated[
         Path | None, typer.Argument(help="Dataset folder of shards, or a folder of images.")
@@ -361,17 +304,7 @@ def degrade(
         Path | None, typer.Option("--preview", help="Render IMG under d1-d4 and random draws to --out (a PNG).")
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Random draws in the --preview grid.")] = 4,
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "32GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "04:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
     ] = False,
@@ -385,11 +318,8 @@ def degrade(
         typer.echo(str(render_preview(preview, out, seed=seed, profile=profile, draws=draws,
                                       spatial_blur=spatial_blur)))
         return
-    opts = _cluster_options(
-        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-    )
-    if _print_job_script_if_dry_run(opts):
+    opts = cluster_opts
+    if print_job_script_if_dry_run(opts):
         return
     if inp is None:
         raise BadInputError("give an input folder (or --preview IMG)")
@@ -410,6 +340,7 @@ def degrade(
 # @degrade-commands (the degrade command is defined above this line)
 
 @app.command("filter-real")
+@with_cluster_options
 def filter_real(
     inputs: Annotated[
         list[str] | None,
@@ -473,17 +404,7 @@ def filter_real(
     ] = 500,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Stage 3 IQA batch size.")] = 8,
     device: Annotated[str | None, typer.Option("--device", help="torch device for IQA (default: cuda if any).")] = None,
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "32GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "04:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
     ] = False,
@@ -508,11 +429,8 @@ def filter_real(
 
         result = run_rethreshold(rethreshold, out, overrides, inputs=inputs or None, salt=salt, console=err_console)
     else:
-        opts = _cluster_options(
-            cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-            memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-        )
-        if _print_job_script_if_dry_run(opts):
+        opts = cluster_opts
+        if print_job_script_if_dry_run(opts):
             return
         if not inputs:
             raise BadInputError("give at least one INPUT (or --rethreshold LOG)")
@@ -542,6 +460,7 @@ def filter_real(
 # @filter-real-commands (filter-real is defined above this line)
 
 @app.command("develop-raw")
+@with_cluster_options
 def develop_raw(
     captures: Annotated[Path, typer.Argument(help="Identity folders of RAW captures: CAPTURES/<identity>/*.dng.")],
     refs: Annotated[Path, typer.Option("--refs", help="Identity folders of references: REFS/<identity>/*.jpg.")],
@@ -575,17 +494,7 @@ def develop_raw(
     detector: Annotated[str | None, typer.Option("--detector", help="Face detector (default: dlib, "
                                                  "embedded; insightface, yolo-face).")] = None,
     partition_size: Annotated[int, typer.Option("--partition-size", help="Files per partition (= per shard).")] = 16,
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "32GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "04:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
     ] = False,
@@ -596,11 +505,8 @@ def develop_raw(
     from inscene.config import InsceneConfig
     from inscene.errors import BadInputError
 
-    opts = _cluster_options(
-        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-    )
-    if _print_job_script_if_dry_run(opts):
+    opts = cluster_opts
+    if print_job_script_if_dry_run(opts):
         return
     try:
         power, slope = (float(v) for v in gamma.split(","))
@@ -630,6 +536,7 @@ def develop_raw(
 # @develop-raw-commands (develop-raw is defined above this line)
 
 @app.command("build-synthetic")
+@with_cluster_options(memory="64GB", walltime="24:00:00")
 def build_synthetic(
     identities: Annotated[
         Path, typer.Option("--identities", help="ROOT/<identity>/*.{jpg,png} reference faces (CelebRef-HQ layout).")
@@ -709,27 +616,14 @@ def build_synthetic(
     clean_work: Annotated[
         bool, typer.Option("--clean-work", help="Delete journals of partitions that finished without failures.")
     ] = False,
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "64GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "24:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
     ] = False,
 ) -> None:
     """Generate identity scenes (InfiniteYou on FLUX.1-dev), ArcFace-filter them, write train/val shards (§6.1)."""
-    opts = _cluster_options(
-        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-    )
-    if _print_job_script_if_dry_run(opts):
+    opts = cluster_opts
+    if print_job_script_if_dry_run(opts):
         return
     from pipelines.build_synthetic import SyntheticOptions, generator_options, run_build_synthetic
 

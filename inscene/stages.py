@@ -109,7 +109,7 @@ def decision_path(out_dir: Path, partition: int) -> Path:
     return Path(out_dir) / DECISIONS_DIR / f"part-{partition:05d}.parquet"
 
 
-def _ready_stages(stages: Sequence[Stage]) -> list[Stage]:
+def ready_stages(stages: Sequence[Stage]) -> list[Stage]:
     """Set each stage up once per process (cached by the runtime's worker cache)."""
     from inscene.runtime import cached_backend
 
@@ -162,7 +162,7 @@ def run_partition(
     stages: Sequence[Stage], items: list[Item], partition: int, out_dir: str, sink: Sink
 ) -> dict[str, int]:
     """Process one partition end to end; safe to retry (outputs are replaced atomically)."""
-    ready = _ready_stages(stages)
+    ready = ready_stages(stages)
     accepted: list[Item] = []
     rows: list[dict[str, Any]] = []
     for item in items:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from inscene.errors import BadInputError
-from inscene.stages import Item, Rejection, RunSummary, decision_path, partition_items
+from inscene.stages import Item, Rejection, RunSummary, decision_path, partition_items, ready_stages
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +64,6 @@ class StreamingSink(Protocol):
 
 def _batch_size(stage: Any) -> int:
     return int(getattr(stage, "batch_size", 1) or 1) if hasattr(stage, "call_batch") else 1
-
-
-def ready_stages(stages: Sequence[Any]) -> list[Any]:
-    """Each stage set up once per process (the runtime's per-worker cache, keyed by the stage's repr)."""
-    from inscene.runtime import cached_backend
-
-    ready = []
-    for stage in stages:
-        key = f"stage:{type(stage).__module__}.{type(stage).__qualname__}:{stage!r}"
-
-        def factory(s: Any = stage) -> Any:
-            s.setup()
-            return s
-
-        ready.append(cached_backend(key, factory))
-    return ready
 
 
 def _row(item: Item, *, accepted: bool, stage: str, reason: str, error: bool = False) -> dict[str, Any]:

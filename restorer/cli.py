@@ -11,27 +11,12 @@ from typing import Annotated
 
 import typer
 
+from inscene.cli_cluster import print_job_script_if_dry_run, with_cluster_options
+
 restorer_app = typer.Typer(help="Face2Scene restorer: Stage I face pairs (§3.1).", no_args_is_help=True)
 train_app = typer.Typer(help="Train the Face2Scene models (FaDeX §3.2/§7.1, restorer §3.3).", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyse trained models (FaDeX Figure 3, §7.4).", no_args_is_help=True)
 
-# The cluster option aliases of inscene.cli, declared again here: importing them from inscene.cli at module
-# level would be circular (inscene.cli imports this module to register the sub-apps).
-ClusterKind = Annotated[
-    str, typer.Option("--cluster", help="Where to run: local (LocalCluster), slurm (dask-jobqueue), cuda (dask-cuda).")
-]
-SchedulerOpt = Annotated[
-    str | None, typer.Option("--scheduler", help="Attach to a running Dask scheduler at this address.")
-]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: CPU cores).")]
-QueueOpt = Annotated[str | None, typer.Option("--queue", help="SLURM partition/queue.")]
-AccountOpt = Annotated[str | None, typer.Option("--account", help="SLURM account.")]
-CoresOpt = Annotated[int, typer.Option("--cores", help="SLURM cores per job.")]
-MemoryOpt = Annotated[str, typer.Option("--memory", help="SLURM memory per job.")]
-GpusOpt = Annotated[int, typer.Option("--gpus", help="SLURM GPUs per job (adds --gres and the GPU worker resource).")]
-WalltimeOpt = Annotated[str, typer.Option("--walltime", help="SLURM walltime.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", help="SLURM jobs to start.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="With --cluster slurm: print the job script and exit.")]
 
 
 def _console():
@@ -44,6 +29,7 @@ def _console():
 
 
 @restorer_app.command("prepare-pairs")
+@with_cluster_options
 def prepare_pairs(
     data: Annotated[Path, typer.Argument(help="Degraded dataset folder written by `inscene degrade` (HQ + K LQ).")],
     out: Annotated[Path, typer.Option("--out", help="Output dataset folder of face-pair shards.")] = Path("pairs"),
@@ -74,29 +60,14 @@ def prepare_pairs(
     split: Annotated[str | None, typer.Option("--split", help="Only this split.")] = None,
     subset: Annotated[str | None, typer.Option("--subset", help="Only this subset.")] = None,
     partition_size: Annotated[int, typer.Option("--partition-size", help="Images per partition (= per shard).")] = 50,
-    cluster: ClusterKind = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = None,
-    queue: QueueOpt = None,
-    account: AccountOpt = None,
-    cores: CoresOpt = 8,
-    memory: MemoryOpt = "32GB",
-    gpus: GpusOpt = 0,
-    walltime: WalltimeOpt = "04:00:00",
-    jobs: JobsOpt = 1,
-    dry_run: DryRunOpt = False,
+    cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
     ] = False,
 ) -> None:
     """Stage I face pairs (x_HQ, x_LQ) with degradation labels for every LQ version (§3.1, §3.2)."""
-    from inscene.cli import _cluster_options, _print_job_script_if_dry_run
-
-    opts = _cluster_options(
-        cluster=cluster, scheduler=scheduler, workers=workers, queue=queue, account=account, cores=cores,
-        memory=memory, gpus=gpus, walltime=walltime, jobs=jobs, dry_run=dry_run,
-    )
-    if _print_job_script_if_dry_run(opts):
+    opts = cluster_opts
+    if print_job_script_if_dry_run(opts):
         return
     from restorer.pairs import PairOptions, run_prepare_pairs
 
