@@ -90,7 +90,12 @@ def detect(
             out.write_bytes(encode_image(draw_faces(rgb, faces), fmt))
             results[-1]["drawn"] = str(out)
         if not as_json:
-            table = Table(title=f"{path} ({rgb.shape[1]}x{rgb.shape[0]}): {len(faces)} face(s), {det.backend}")
+            # The header is a plain soft-wrapped line: a table title would wrap (and split) long paths.
+            console.print(
+                f"{path} ({rgb.shape[1]}x{rgb.shape[0]}): {len(faces)} face(s), {det.backend}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            table = Table()
             for col in ("#", "box x1,y1,x2,y2", "score", "landmarks (LE, RE, N, LM, RM)"):
                 table.add_column(col)
             for i, f in enumerate(faces):
@@ -102,7 +107,7 @@ def detect(
                 )
             console.print(table)
             if draw is not None:
-                console.print(f"drawn: {results[-1]['drawn']}", highlight=False)
+                console.print(f"drawn: {results[-1]['drawn']}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
 

@@ -43,12 +43,17 @@ def test_detect_json_and_draw(tmp_path):
 
 
 def test_detect_table_several_images_and_largest(tmp_path, astronaut):
-    a = _write(tmp_path / "astro.png", astronaut)
+    # A long folder name: the per-image header must keep the path whole on an 80-column console
+    # (CI's deep temporary paths once wrapped it inside a table title and split "t1.jpg").
+    deep = tmp_path / ("a-long-folder-name-" * 4)
+    deep.mkdir()
+    a = _write(deep / "astro.png", astronaut)
     res = runner.invoke(
         app, ["faces", "detect", str(a), str(t1_path()), "--select", "largest", "--draw", str(tmp_path / "d.png")]
     )
     assert res.exit_code == 0, res.output
-    assert "1 face(s)" in res.stdout and "t1.jpg" in res.stdout
+    assert f"{a} (512x512): 1 face(s)" in res.stdout
+    assert f"{t1_path()} (1280x886): 1 face(s)" in res.stdout
     assert (tmp_path / "d-astro.png").is_file() and (tmp_path / "d-t1.png").is_file()
 
 
