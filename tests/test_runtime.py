@@ -88,6 +88,31 @@ def test_workers_are_spawned_not_forked(client):
     assert client.submit(worker_info, pure=False).result()["start_method"] == "spawn"
 
 
+def _library_threads() -> int:
+    import cv2
+
+    return cv2.getNumThreads()
+
+
+def test_workers_size_opencv_threads_to_their_own_thread_count(client):
+    # One single-threaded worker per core must not each run OpenCV over every core.
+    assert set(client.run(_library_threads).values()) == {1}
+    assert client.submit(_library_threads, pure=False).result() == 1
+
+
+def test_cap_library_threads_sets_opencv_and_an_imported_torch():
+    import cv2
+    import torch
+
+    before = cv2.getNumThreads(), torch.get_num_threads()
+    try:
+        assert runtime.cap_library_threads(1) == {"opencv": 1, "torch": 1}
+        assert cv2.getNumThreads() == 1 and torch.get_num_threads() == 1
+    finally:
+        cv2.setNumThreads(before[0])
+        torch.set_num_threads(before[1])
+
+
 def test_attach_by_scheduler_address(client):
     con = _quiet()
     other = make_client(ClusterOptions(scheduler=client.scheduler.address, dashboard=False), console=con)
