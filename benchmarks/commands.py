@@ -141,6 +141,7 @@ def evaluate_demo_split(
     out: str | os.PathLike,
     *,
     split: str,
+    shard_split: str | None = None,
     subset: str | None = None,
     lq_field: str | None = None,
     gt_field: str | None = None,
@@ -154,7 +155,8 @@ def evaluate_demo_split(
     Args:
         data: dataset folder holding the degraded split (LQ and GT members).
         out: results folder (rows, cache and ``leaderboard/``).
-        split: the shard split folder to evaluate (e.g. the demo's ``val``); rows are filed under it.
+        split: the split name rows are filed under (and, without ``shard_split``, the folder read).
+        shard_split: the shard split folder to read, when it differs from ``split``.
         subset: only this subset.
         lq_field, gt_field: member names (default: ``lq0.png``/``lq.png`` and ``hq.*``/``gt.*``).
         methods: methods to score.
@@ -167,11 +169,11 @@ def evaluate_demo_split(
     """
     con = console or Console()
     reports = [
-        run_evaluate(m, split=split, data=data, subset=subset, lq_field=lq_field, gt_field=gt_field,
-                     metrics=metrics, results=out, cluster=cluster, console=con)
+        run_evaluate(m, split=split, data=data, shard_split=shard_split, subset=subset, lq_field=lq_field,
+                     gt_field=gt_field, metrics=metrics, results=out, cluster=cluster, console=con)
         for m in methods
     ]
     files = write_leaderboard(out, splits=[split], include_reported=False, wins_ref=methods[0])
-    con.print(files.text, markup=False, highlight=False)
+    con.print(files.text, markup=False, highlight=False, soft_wrap=True)
     con.print(f"leaderboard: {files.html}", markup=False, highlight=False)
     return DemoEvaluation(reports, files)

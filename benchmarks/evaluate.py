@@ -142,6 +142,12 @@ def _gt_feature_hash(variant: str, ref: SampleRef) -> str:
 # Rows
 
 
+#: Score-cache status of an ID score on a sample without a recorded face: the sample is outside
+#: the score's domain (it is counted in the cell's n/N and in its note, and does not make the row
+#: incomplete), unlike ``error``.
+NO_FACE = "no-face"
+
+
 @dataclass
 class MetricSummary:
     """One cell of a row.
@@ -381,10 +387,11 @@ def score_partition(task: PartitionTask) -> PartitionOutput:
                     row(key, variant, metric, v)
         elif spec.kind == "ID":
             for key, _pv, _gv, s, pred_full in items:
+                if not s.faces:  # outside the ID score's domain, not a failure (see _aggregate)
+                    row(key, variant, metric, math.nan, NO_FACE, "no face recorded for this sample")
+                    continue
                 try:
                     faces = s.faces
-                    if not faces:
-                        raise BadInputError("no face recorded for this sample")
                     if s.gt is None:
                         raise BadInputError("the ID score needs the ground truth")
                     row(key, variant, metric, M.id_similarity(spec, pred_full, s.gt, faces[0]))
@@ -760,6 +767,7 @@ def _aggregate(
                                             problems, known)
             continue
         values: list[float] = []
+        no_face = 0
         for ref in scored:
             k = (ref.key, pred_hashes[ref.key], ref_hash(spec, variant, ref), spec.name, st.version)
             got = index.get(k)
@@ -770,6 +778,8 @@ def _aggregate(
             v, rst, det = got
             if rst == "ok":
                 values.append(v)
+            elif rst == NO_FACE:
+                no_face += 1
             else:
                 problems.append(Problem(ref.key, "error", f"{spec.name} ({variant}): {det}"))
         arr = np.asarray(values, np.float64)
@@ -780,7 +790,10 @@ def _aggregate(
             notes = f"{n_inf} image(s) identical to GT (PSNR +inf) counted as {PSNR_IDENTICAL_DB:g} dB, pyiqa's bound"
         mean = float(arr.mean()) if len(arr) else None
         lo, hi = bootstrap_ci(arr, bootstrap, seed) if len(arr) else (None, None)
-        summary_status = "ok" if len(arr) == n_expected else ("partial" if len(arr) else "missing")
+        if no_face:
+            notes = (f"{notes}; " if notes else "") + (
+                f"{no_face} sample(s) without a recorded face are outside this score")
+        summary_status = "ok" if len(arr) == n_expected - no_face else ("partial" if len(arr) else "missing")
         out[spec.name] = MetricSummary(status=summary_status, mean=mean, ci_low=lo, ci_high=hi, n=len(arr),
                                        notes=notes, **base)
     return out, problems

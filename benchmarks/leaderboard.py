@@ -120,7 +120,7 @@ def _measured_row(row: EvalRow, columns: list[MetricSpec]) -> BoardRow:
             continue
         ci = (m.ci_low, m.ci_high) if m.ci_low is not None and m.ci_high is not None else None
         text = _fmt(m.mean, spec.digits)
-        if m.status != "ok":
+        if m.status != "ok" or m.n != m.n_expected:  # partial, or samples outside the score (no face)
             text += f" ({m.n}/{m.n_expected})"
         cells[spec.name] = Cell(m.mean, text, ci, m.n, m.n_expected, m.status, notes=m.notes)
     return BoardRow(
@@ -278,7 +278,18 @@ def _footnotes(board: Board) -> list[str]:
                 label = f"{spec.label} ({r.label})"
                 if label not in reasons[c.reason]:
                     reasons[c.reason].append(label)
-    return [f"n/a: {reason}: {', '.join(cols)}" for reason, cols in reasons.items()]
+    return [f"n/a: {reason}: {', '.join(cols)}" for reason, cols in reasons.items()] + _cell_notes(board)
+
+
+def _cell_notes(board: Board) -> list[str]:
+    """One line per distinct cell note (e.g. PSNR +inf counted as 100 dB), naming its cells."""
+    noted: dict[str, list[str]] = {}
+    for r in board.rows:
+        for spec in board.columns:
+            c = r.cells[spec.name]
+            if c.notes:
+                noted.setdefault(c.notes, []).append(f"{spec.label} ({r.label})")
+    return [f"{', '.join(cols)}: {note}" for note, cols in noted.items()]
 
 
 def render_markdown(boards: list[Board]) -> str:
@@ -310,6 +321,7 @@ def render_markdown(boards: list[Board]) -> str:
         notes = list(b.notes)
         if b.wins_ref:
             notes.append(f"Wins: metrics on which a row beats {b.wins_ref} (rows of the same source).")
+        notes += _cell_notes(b)
         for r in b.rows:
             for ln in r.problems[:20]:
                 notes.append(f"{r.label}: {ln}")

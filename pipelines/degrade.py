@@ -460,3 +460,26 @@ def render_preview(
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return out
+
+
+# ---- demo ---------------------------------------------------------------------------------------
+
+
+def demo_step(data_root: Path, workdir: Path) -> dict[str, Any]:
+    """Degrade the demo's dataset once per image, LQ kept at 1/4 scale so upsamplers can be compared.
+
+    Real-ESRGAN x4's training ranges (the default profile), one version, seed 0, in this process.
+
+    Returns:
+        ``dataset`` (the degraded folder), ``accepted``, ``errors``, ``profile``, ``seconds``.
+    """
+    options = DegradeOptions(versions=1, seed=0, lq_size="lq")
+    result = run_degrade(Path(data_root), Path(workdir) / "degraded", options, partition_size=4,
+                         console=Console(quiet=True))
+    return {
+        "dataset": result.out,
+        "accepted": result.accepted,
+        "errors": sum(s.errors for s in result.summaries.values()),
+        "profile": options.profile,
+        "seconds": round(result.seconds, 1),
+    }

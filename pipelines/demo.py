@@ -6,6 +6,13 @@ JPEG, CMYK JPEG, 16-bit PNG, palette+alpha PNG) and deliberately bad files (trun
 named .jpg, an image too small to keep). They go through the stage runner (on Dask workers unless
 told otherwise), are written as WebDataset shards with parquet manifests and decision logs,
 verified, loaded back with HF ``datasets`` and ``webdataset``, and summarised in a table.
+
+Then the tour of the other commands, each on its own tiny offline input, in this process:
+``filter-real`` over the shipped photos (its funnel), ``develop-raw`` on generated DNGs (JPEG-XL
+ones included) into a test split, ``degrade`` of the demo dataset, ``evaluate`` of ``lq`` and
+``bicubic`` on it with the weight-free metrics and the leaderboard printed, and a dry-run
+``publish`` of the demo dataset loaded back with :func:`inscene.load`. A step that fails is shown
+as FAILED with its error and the demo exits 1; the others still run.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import io
 import json
 import os
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,24 +238,28 @@ class DemoResult:
     wds_rows: int
     seconds: float
     faces: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when every check passed and the expected samples were written."""
+        """True when every check passed, the expected samples were written and every tour step worked."""
         return (
             self.verify_ok
             and self.summary.errors == 0
             and self.hf_rows == self.summary.accepted == self.wds_rows
+            and all(step.get("ok") for step in self.steps.values())
         )
 
 
-def run_demo(out: Path, cluster: Any = None, console: Console | None = None) -> DemoResult:
+def run_demo(out: Path, cluster: Any = None, console: Console | None = None, tour: bool = True) -> DemoResult:
     """Run the demo into ``out``.
 
     Args:
-        out: output folder (inputs, shards, manifests, decision logs, index.json).
+        out: output folder (inputs, shards, manifests, decision logs, index.json, and one folder
+            per tour step).
         cluster: a ``ClusterOptions`` to run the stages on Dask workers; None runs in this process.
         console: where to print progress and the summary.
+        tour: also run the other commands' steps (:func:`run_tour`).
     """
     console = console or Console()
     t0 = time.perf_counter()
@@ -278,9 +291,95 @@ def run_demo(out: Path, cluster: Any = None, console: Console | None = None) -> 
     report = verify_dataset(data_root)
     hf_rows, wds_rows = _load_back(data_root, hf_data_files)
     showcase = faces_showcase(data_root, out / "faces")
-    result = DemoResult(out, summary, report.ok, hf_rows, wds_rows, time.perf_counter() - t0, showcase)
+    steps = run_tour(out, data_root, console) if tour else {}
+    result = DemoResult(out, summary, report.ok, hf_rows, wds_rows, time.perf_counter() - t0, showcase, steps)
     console.print(_summary_table(result, len(stages)))
     return result
+
+
+# ---- the tour of the other commands ----------------------------------------------------------------
+
+
+def _filter_real(out: Path, data_root: Path, console: Console, done: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.filter_real import demo_step
+
+    r = demo_step(out)
+    funnel = " -> ".join(f"{stage} {n}" for stage, n in r["funnel"].items())
+    r["ok"] = r["errors"] == 0 and r["accepted"] > 0
+    r["line"] = f"{funnel}; kept {r['accepted']}, Stage 3 by {r['iqa']}, faces by {r['detector']}"
+    return r
+
+
+def _develop_raw(out: Path, data_root: Path, console: Console, done: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.develop_raw import demo_step
+
+    r = demo_step(out)
+    decoders = ", ".join(f"{d} x{n}" for d, n in sorted(r["decoders"].items()))
+    r["ok"] = r["errors"] == 0 and r["developed"] > 0 and r["hf_rows"].get("test") == r["developed"]
+    r["line"] = (f"{r['developed']} of {r['captures']} captures developed ({decoders}), {r['rejected']} rejected, "
+                 f"{r['references']} references; HF rows {r['hf_rows']}")
+    return r
+
+
+def _degrade(out: Path, data_root: Path, console: Console, done: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.degrade import demo_step
+
+    r = demo_step(data_root, out)
+    r["ok"] = r["errors"] == 0 and r["accepted"] > 0
+    r["line"] = f"{r['accepted']} LQ (x1/4, {r['profile']} profile, seed 0) in {r['dataset']}"
+    return r
+
+
+def _evaluate(out: Path, data_root: Path, console: Console, done: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.commands import evaluate_demo_split
+
+    if not done.get("degrade", {}).get("ok"):
+        raise RuntimeError("needs the degrade step's LQ, which failed")
+    degraded = done["degrade"]["dataset"]
+    ev = evaluate_demo_split(degraded, out / "evaluation", split="demo", shard_split=SPLIT, subset=SUBSET,
+                             console=console)
+    rows = [row for report in ev.reports for row in report.rows]
+    psnr = ", ".join(f"{row.method} {row.metrics['psnr'].mean:.2f} dB" for row in rows
+                     if "psnr" in row.metrics and row.metrics["psnr"].mean is not None)
+    return {"ok": ev.ok, "line": f"lq, bicubic on {rows[0].n_samples if rows else 0} images: PSNR {psnr}; "
+                                 f"leaderboard {ev.leaderboard.html}"}
+
+
+def _publish(out: Path, data_root: Path, console: Console, done: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.publish import demo_step
+
+    r = demo_step(data_root, out / "publish")
+    r["ok"] = r["hf_rows"] == r["webdataset_rows"] == r["samples"] > 0
+    r["line"] = (f"dry run {r['folder']} ({', '.join(r['configs'])}); loaded back: {r['hf_rows']} rows (HF), "
+                 f"{r['webdataset_rows']} (webdataset)")
+    return r
+
+
+#: The tour, in order: each step takes (out, dataset folder, console, the earlier steps' results)
+#: and returns at least ``ok`` and ``line``.
+TOUR: dict[str, Callable[[Path, Path, Console, dict[str, Any]], dict[str, Any]]] = {
+    "filter-real": _filter_real,
+    "develop-raw": _develop_raw,
+    "degrade": _degrade,
+    "evaluate": _evaluate,
+    "publish": _publish,
+}
+
+
+def run_tour(out: Path, data_root: Path, console: Console) -> dict[str, dict[str, Any]]:
+    """Run every :data:`TOUR` step; a failing step is recorded (``ok`` False, its error) and the rest go on."""
+    steps: dict[str, dict[str, Any]] = {}
+    for name, step in TOUR.items():
+        console.print(f"demo: {name} ...", markup=False, highlight=False)
+        t0 = time.perf_counter()
+        try:
+            r = step(out, data_root, console, steps)
+        except Exception as exc:  # noqa: BLE001 - shown in the summary; the demo exits 1
+            (out / f"{name}-error.txt").write_text(traceback.format_exc())
+            r = {"ok": False, "line": f"{type(exc).__name__}: {exc} (traceback in {out / f'{name}-error.txt'})"}
+        r["seconds"] = time.perf_counter() - t0
+        steps[name] = r
+    return steps
 
 
 def faces_showcase(data_root: Path, folder: Path) -> dict[str, Any]:
@@ -336,6 +435,12 @@ def _load_back(root: Path, hf_data_files: Any) -> tuple[int, int]:
     return hf_rows, wds_rows
 
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _summary_table(result: DemoResult, n_stages: int) -> Table:
     s = result.summary
     table = Table(title="inscene demo summary", show_header=True, header_style="bold")
@@ -362,6 +467,9 @@ def _summary_table(result: DemoResult, n_stages: int) -> Table:
         table.add_row("aligned 512 + paste-back", f"{result.faces['aligned']} "
                       f"(paste-back mean |err| {result.faces['pasteback_mean_abs_err']:.2f})")
     table.add_row("dataset folder", str(result.out / "dataset"))
+    for name, step in result.steps.items():
+        mark = "" if step.get("ok") else "[red]FAILED[/] "
+        table.add_row(name, f"{mark}{_escape(step.get('line', ''))} [{step['seconds']:.1f}s]")
     table.add_row("seconds", f"{result.seconds:.1f}")
     table.add_row("result", "[green]ok[/]" if result.ok else "[red]FAILED[/]")
     return table

@@ -50,6 +50,45 @@ def test_demo_shards_hold_upright_rgb_with_provenance(demo_run):
     assert not png.getexif()
 
 
+def test_demo_tours_every_command_offline(demo_run):
+    steps = demo_run.steps
+    assert list(steps) == ["filter-real", "develop-raw", "degrade", "evaluate", "publish"]
+    assert all(step["ok"] for step in steps.values()), {k: v["line"] for k, v in steps.items()}
+    fr = steps["filter-real"]
+    assert fr["funnel"]["input"] == 7 and fr["accepted"] >= 1 and fr["iqa"] == "piqe"
+    assert (demo_run.out / "filter-real" / "funnel.png").is_file()
+    assert steps["develop-raw"]["hf_rows"]["test"] == steps["develop-raw"]["developed"] == 3
+    assert steps["degrade"]["accepted"] == demo_run.summary.accepted
+    # lq and bicubic rows of the degraded demo split, in the leaderboard
+    board = (demo_run.out / "evaluation" / "leaderboard" / "leaderboard.md").read_text()
+    assert "| lq | measured |" in board and "| bicubic | measured |" in board
+    assert "lq" in steps["evaluate"]["line"] and "bicubic" in steps["evaluate"]["line"]
+    pub = steps["publish"]
+    assert pub["hf_rows"] == pub["webdataset_rows"] == demo_run.summary.accepted
+
+
+def test_a_failing_tour_step_fails_the_demo_and_the_rest_still_run(demo_run, monkeypatch, tmp_path):
+    from pipelines import demo
+
+    def broken(out, data_root, console, done):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setitem(demo.TOUR, "degrade", broken)
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    result = run_demo(demo_run.out, cluster=None, console=Console(file=buf, width=200))
+    assert not result.ok
+    assert result.steps["degrade"]["ok"] is False and "planted failure" in result.steps["degrade"]["line"]
+    assert (demo_run.out / "degrade-error.txt").read_text().count("planted failure") >= 1
+    assert result.steps["evaluate"]["ok"] is False  # it needs degrade's LQ
+    assert result.steps["publish"]["ok"] and result.steps["filter-real"]["ok"]
+    assert "FAILED" in buf.getvalue()
+    (demo_run.out / "degrade-error.txt").unlink()
+
+
 def test_demo_rerun_resumes(demo_run):
     again = run_demo(demo_run.out, cluster=None)
     assert again.summary.skipped_partitions == again.summary.partitions

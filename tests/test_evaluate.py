@@ -309,3 +309,22 @@ def test_demo_entry_point_evaluates_lq_and_bicubic_and_prints_the_leaderboard(da
     text = buf.getvalue()
     assert "| bicubic | measured |" in text and "| lq | measured |" in text and "SUPIR" not in text
     assert demo.leaderboard.html.is_file()
+
+
+def test_id_score_leaves_samples_without_a_face_out_and_says_so(tmp_path):
+    from benchmarks.leaderboard import write_leaderboard
+
+    root = tmp_path / "data"
+    write_split(root, "val-synthetic", n=3, size=96, subset="synthetic")
+    write_split(root, "val-synthetic", n=2, size=96, subset="nofaces", with_faces=False, seed=1)
+    rep = evaluate(ShardSource(root, "val-synthetic"), create_method("bicubic"), results=tmp_path / "r",
+                   metrics=("psnr", "id_score_dlib"))
+    (row,) = rep.rows
+    m = row.metrics["id_score_dlib"]
+    # a sample without a face is outside the ID score, not a failure of the method
+    assert row.complete and not row.problems
+    assert m.status == "ok" and m.n == 3 and m.n_expected == 5
+    assert "2 sample(s) without a recorded face" in m.notes
+    assert row.metrics["psnr"].n == 5
+    text = write_leaderboard(tmp_path / "r", include_reported=False).text
+    assert "(3/5)" in text and "2 sample(s) without a recorded face are outside this score" in text
