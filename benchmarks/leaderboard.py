@@ -282,7 +282,7 @@ def _footnotes(board: Board) -> list[str]:
 
 
 def _cell_notes(board: Board) -> list[str]:
-    """One line per distinct cell note (e.g. PSNR +inf counted as 100 dB), naming its cells."""
+    """One line per distinct cell note (e.g. PSNR +inf counted at pyiqa's bound), naming its cells."""
     noted: dict[str, list[str]] = {}
     for r in board.rows:
         for spec in board.columns:

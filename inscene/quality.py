@@ -62,6 +62,7 @@ __all__ = [
     "create_scorer",
     "get_scorer_info",
     "list_scorers",
+    "pyiqa_sources",
     "register_scorer",
 ]
 
@@ -539,8 +540,11 @@ def _random_clip(name: str, device: Any = "cpu", **_: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _pyiqa_sources(hub_root: Path | None, random_init: bool) -> Iterator[None]:
+def pyiqa_sources(hub_root: Path | None, random_init: bool) -> Iterator[None]:
     """Point pyiqa's loaders at local files (or at random init) while one metric is built.
+
+    Public for code that builds pyiqa networks itself (the restorer's LPIPS loss): use it around
+    the constructor, never around inference.
 
     Module attributes are swapped under a process-wide lock and restored afterwards; every
     download function pyiqa, torchvision and CLIP could reach raises instead.
@@ -708,7 +712,7 @@ class PyiqaScorer(Scorer):
         if self.pretrained and root is None and self.info.weights:
             root = self._root = self._locate()
         try:
-            with self._hub(root) as hub, _pyiqa_sources(hub, random_init), contextlib.redirect_stdout(io.StringIO()):
+            with self._hub(root) as hub, pyiqa_sources(hub, random_init), contextlib.redirect_stdout(io.StringIO()):
                 metric = pyiqa.create_metric(self.pyiqa_name, as_loss=False, device=device, **kwargs)
         except (MissingWeightsError, _DownloadAttempted):
             raise

@@ -72,14 +72,14 @@ class LPIPSLoss(nn.Module):
         super().__init__()
         from pyiqa.archs.lpips_arch import LPIPS
 
-        from inscene.quality import _pyiqa_sources
+        from inscene.quality import pyiqa_sources
 
         root: Path | None = None
         if pretrained:
             from inscene import weights
 
             root = weights.locate(LPIPS_WEIGHTS, weights_path, check_requires=False)
-        with _pyiqa_sources(root, not pretrained):
+        with pyiqa_sources(root, not pretrained):
             self.net = LPIPS(pretrained=pretrained, net="vgg", version="0.1", use_dropout=False)
         self.net.eval().requires_grad_(False)
         self.pretrained = pretrained
