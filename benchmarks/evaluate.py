@@ -682,8 +682,7 @@ def _run_tasks(tasks: list[PartitionTask], active: list[MetricSpec], *, cluster:
                 except Exception as exc:  # noqa: BLE001 - reported per key by the caller
                     yield _TaskFailed(task, exc)
             return
-        uses_gpu = any(_metric_uses_gpu(s) for s in active)
-        resources = gpu_resources(client) if uses_gpu else None
+        resources = gpu_resources(client) if wants_gpu(tasks, active) else None
         futures = client.map(
             score_partition, tasks, pure=False, resources=resources,
             key=[f"score-{i:05d}-{time.time_ns()}" for i in range(len(tasks))],
@@ -709,6 +708,11 @@ def _n_workers(client: Any, cluster: Any) -> int:
     if callable(n) and getattr(cluster, "cluster", "local") == "local" and not getattr(cluster, "scheduler", None):
         return int(n())
     return max(1, int(getattr(cluster, "jobs", 1) or 1) * max(1, int(getattr(cluster, "cores", 1) or 1)))
+
+
+def wants_gpu(tasks: list[PartitionTask], active: list[MetricSpec]) -> bool:
+    """Whether scoring partitions ask for the ``GPU`` resource: a learned metric or a GPU method."""
+    return any(_metric_uses_gpu(s) for s in active) or any(t.method.uses_gpu for t in tasks)
 
 
 def _metric_uses_gpu(spec: MetricSpec) -> bool:

@@ -81,6 +81,11 @@ class Face2SceneMethod(Method):
         self.cfg = float(cfg) if cfg is not None else None
         self._digest: str | None = None
 
+    @property
+    def uses_gpu(self) -> bool:  # type: ignore[override]
+        """One-step SD-Turbo wants a GPU unless the user pinned the CPU."""
+        return self.device != "cpu"
+
     def _checkpoint_sha256(self) -> str:
         if self._digest is None:
             h = hashlib.sha256()

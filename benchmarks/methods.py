@@ -61,6 +61,8 @@ class Method:
         needs_lq: the method reads the LQ input (external predictions do not).
         cache_outputs: store predictions under the results folder, keyed by their hash, so an
             expensive method never runs twice on the same input.
+        uses_gpu: its predictions want a GPU: on a cluster with GPU workers the evaluator then
+            schedules every scoring partition with the ``GPU`` resource.
     """
 
     name: str = ""
@@ -69,6 +71,7 @@ class Method:
     version: ClassVar[str] = "1"
     needs_lq: ClassVar[bool] = True
     cache_outputs: ClassVar[bool] = False
+    uses_gpu: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "version": self.version, "description": self.description}

@@ -328,3 +328,21 @@ def test_id_score_leaves_samples_without_a_face_out_and_says_so(tmp_path):
     assert row.metrics["psnr"].n == 5
     text = write_leaderboard(tmp_path / "r", include_reported=False).text
     assert "(3/5)" in text and "2 sample(s) without a recorded face are outside this score" in text
+
+
+def test_gpu_resource_is_asked_for_by_gpu_metrics_and_gpu_methods():
+    from types import SimpleNamespace
+
+    from benchmarks.evaluate import wants_gpu
+    from benchmarks.methods import Method
+    from benchmarks.metrics import METRICS
+
+    class OnGpu(Method):
+        uses_gpu = True
+
+    cpu_task = SimpleNamespace(method=create_method("bicubic"))
+    gpu_task = SimpleNamespace(method=OnGpu())
+    embedded = [METRICS[m] for m in ("psnr", "ssim", "id_score_dlib")]
+    assert not wants_gpu([cpu_task], embedded)
+    assert wants_gpu([gpu_task], embedded)
+    assert wants_gpu([cpu_task], [*embedded, METRICS["musiq"]]) and wants_gpu([cpu_task], [METRICS["id_score"]])

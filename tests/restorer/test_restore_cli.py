@@ -99,6 +99,11 @@ def test_evaluate_method_face2scene_scores_a_split(tmp_path):
     assert row["method_info"]["ref_fr"] == "passthrough" and len(row["method_info"]["checkpoint_sha256"]) == 64
     again = _invoke(*args)  # predictions and scores are cached: a rerun computes nothing new
     assert again.exit_code == 0
+    from benchmarks.methods import create_method
+
+    # scoring partitions ask for a GPU worker unless the method is pinned to the CPU
+    assert create_method("face2scene", checkpoint=trained_run(), device="cpu").uses_gpu is False
+    assert create_method("face2scene", checkpoint=trained_run()).uses_gpu is True
 
 
 def test_train_restorer_command(tmp_path):
