@@ -38,9 +38,16 @@ _NAMES = [name for name, _, _ in _OPTIONS]
 
 def cluster_options(**kw: Any):
     """A ``ClusterOptions`` from the CLI values (None means: the model's default)."""
+    from pydantic import ValidationError
+
     from inscene.runtime import ClusterOptions
 
-    return ClusterOptions(**{k: v for k, v in kw.items() if v is not None})
+    try:
+        return ClusterOptions(**{k: v for k, v in kw.items() if v is not None})
+    except ValidationError as exc:  # one line naming the option, exit 2 (usage)
+        err = exc.errors()[0]
+        name = "--" + str(err["loc"][0]).replace("_", "-") if err.get("loc") else "a cluster option"
+        raise typer.BadParameter(f"{name}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 def print_job_script_if_dry_run(opts: Any) -> bool:

@@ -906,10 +906,10 @@ class ShardSample:
 
 
 def _decode_rgb(data: bytes) -> np.ndarray:
-    from PIL import Image
+    """The safe decoder (16-bit scaled, alpha on white, orientation, bomb guard): RGB uint8."""
+    from inscene.imageio import decode_image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return decode_image(data)
 
 
 class ShardReader:
@@ -919,10 +919,12 @@ class ShardReader:
         root: dataset folder.
         split: only this split (default: all).
         subset: only this subset (default: all).
-        on_error: ``"skip"``: a truncated, corrupt or missing shard (or an undecodable sample) is
-            reported with ``warnings.warn`` and ``logging`` naming the shard, and reading goes on;
+        on_error: ``"skip"``: a truncated, corrupt or missing shard (or an undecodable sample,
+            which alone is skipped) is reported with ``warnings.warn`` and ``logging`` naming the
+            shard, and reading goes on;
             ``"raise"``: :class:`~inscene.errors.ShardError` naming the shard.
-        decode_images: fill :attr:`ShardSample.images` (Pillow, RGB uint8).
+        decode_images: fill :attr:`ShardSample.images` (:func:`inscene.imageio.decode_image`,
+            RGB uint8).
 
     A shard whose size differs from its sidecar is rejected before any of its samples are
     yielded; damage found mid-stream stops that shard after the samples already yielded.
@@ -1019,7 +1021,11 @@ class ShardReader:
                     if _extension(name) in IMAGE_EXTENSIONS:
                         images[name] = _decode_rgb(data)
         except Exception as exc:  # noqa: BLE001 - any decode failure is this sample's damage
-            self._fail(path, "corrupt", f"sample {key}: {type(exc).__name__}: {exc}")
+            msg = f"sample {key} of shard {path}: corrupt ({type(exc).__name__}: {exc})"
+            if self.on_error == "raise":
+                raise ShardError(msg) from exc
+            logger.warning("skipping %s", msg)  # the shard's other samples are still read
+            warnings.warn(f"skipping {msg}", ShardWarning, stacklevel=3)
             return None
         return ShardSample(key, split, subset, path, meta, group, images)
 

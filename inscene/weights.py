@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inscene.errors import BadInputError, InsceneError, MissingWeightsError
@@ -909,7 +910,8 @@ def _short_path(path: Path | str | None) -> str:
 def format_status(rows: list[WeightStatus]) -> Table:
     """A rich table of :func:`status` rows, for ``inscene weights status``.
 
-    Found models show where; missing ones show the first missing file and the fetch command.
+    Found models show where; missing ones show the first missing file, the fetch command and
+    every folder that was looked in.
     """
     table = Table(title="inscene weights", title_justify="left")
     table.add_column("model", style="bold", no_wrap=True)
@@ -921,7 +923,9 @@ def format_status(rows: list[WeightStatus]) -> Table:
             state = "[green]embedded[/]" if row.embedded else "[green]found[/]"
             table.add_row(row.name, row.kind, state, _short_path(row.path))
         else:
-            table.add_row(row.name, row.kind, "[red]missing[/]", f"{row.missing or ''} -> {row.fetch}")
+            where = ", ".join(dict.fromkeys(_short_path(p) for p in (row.searched or [])))
+            table.add_row(row.name, row.kind, "[red]missing[/]",
+                          escape(f"{row.missing or ''} -> {row.fetch}" + (f"; looked in: {where}" if where else "")))
     return table
 
 

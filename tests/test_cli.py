@@ -57,6 +57,15 @@ def test_unknown_option_is_usage_error_exit_2():
     assert run_cli("demo", "--no-such-option").returncode == 2
 
 
+@pytest.mark.parametrize("args, named", [(("--cluster", "foo"), "--cluster"), (("--workers", "0"), "--workers")])
+def test_bad_cluster_option_names_the_option_exit_2(args, named):
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["demo", *args])
+    assert res.exit_code == 2
+    assert named in res.output and "ValidationError" not in res.output and "pydantic.dev" not in res.output
+
+
 def test_version():
     assert run_cli("--version", check_rc=0).stdout.startswith("inscene ")
 

@@ -422,3 +422,23 @@ def test_end_of_archive_padding_is_complete_for_every_tail_length(tmp_path):
         with _tarfile.open(tar) as tf:
             assert [m.name for m in tf.getmembers()] == ["a.bin", "a.json"]
         assert verify_dataset(root).ok, size
+
+
+def test_reader_decodes_16bit_gray_like_the_safe_decoder_and_skips_only_a_bad_sample(tmp_path):
+    from inscene.imageio import decode_image
+
+    ramp = (np.arange(256, dtype=np.uint16)[None].repeat(32, 0) * 257)  # 0..65535
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, "PNG")
+    gray16 = buf.getvalue()
+    with ShardWriter(tmp_path, "train", "s") as w:
+        w.write("a", {"png": gray16})
+        w.write("b", {"png": b"\x89PNG\r\n\x1a\n not really"})
+        w.write("c", {"png": gray16})
+    with pytest.warns(ShardWarning, match=r"sample b of shard .*s-00000\.tar: corrupt"):
+        got = {s.key: s.images["png"] for s in ShardReader(tmp_path)}
+    assert sorted(got) == ["a", "c"]  # the bad sample alone is skipped
+    np.testing.assert_array_equal(got["a"], decode_image(gray16))
+    assert got["a"].shape == (32, 256, 3) and got["a"][0, 128, 0] == 128  # scaled, not clipped to 255
+    with pytest.raises(ShardError, match="sample b"):
+        list(ShardReader(tmp_path, on_error="raise"))

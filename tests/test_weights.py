@@ -282,6 +282,8 @@ def test_status_rows_and_table(homes):
     text = buf.getvalue()
     assert "antelopev2" in text and "missing" in text and "embedded" in text
     assert "inscene weights fetch antelopev2" in text
+    # a missing model says where it was looked for
+    assert "looked in:" in text and "insightface/models/antelopev2" in text
 
 
 # --- fetch -------------------------------------------------------------------------------------
