@@ -148,6 +148,11 @@ def _split_gpus(gpus: list[str], n_workers: int) -> list[list[str]]:
 
 
 def _client_has_gpus(client: Any) -> bool:
+    # A SLURM cluster asked for GPU jobs that may still be queued: its workers will advertise GPU
+    # when they join, so GPU tasks must be annotated now (an unannotated task would let one
+    # many-threaded GPU worker run several GPU tasks on one device at once).
+    if getattr(getattr(client, "cluster", None), "inscene_gpus", 0):
+        return True
     info = client.scheduler_info(n_workers=-1)
     return any((w.get("resources") or {}).get("GPU", 0) > 0 for w in info.get("workers", {}).values())
 
@@ -392,6 +397,7 @@ def _slurm_client(opts: ClusterOptions) -> tuple[Any, str]:
             "or use --dry-run to print the job script"
         )
     cluster = _slurm_cluster(opts)
+    cluster.inscene_gpus = opts.gpus  # read by cluster_has_gpus before the jobs have started
     cluster.scale(jobs=opts.jobs)
     client = Client(cluster)
     return client, f"SLURM cluster, {opts.jobs} job(s) requested ({opts.cores} cores each)"

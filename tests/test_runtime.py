@@ -326,3 +326,25 @@ def test_forkserver_start_method_is_honoured():
         assert info["start_method"] == "forkserver"
     finally:
         close_client(c)
+
+
+def _fake_slurm(folder):
+    for name, body in (("sbatch", 'echo "Submitted batch job 4242"'), ("scancel", "true"), ("squeue", "true")):
+        path = folder / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+
+
+@pytest.mark.parametrize("gpus, expected", [(1, {"GPU": 1}), (0, None)])
+def test_queued_slurm_gpu_jobs_already_get_gpu_annotations(monkeypatch, tmp_path, gpus, expected):
+    # Jobs are still queued (no worker has joined): GPU tasks submitted now must already ask for
+    # the GPU resource, or one many-threaded GPU worker would later run several at once.
+    _fake_slurm(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    c = make_client(ClusterOptions(cluster="slurm", gpus=gpus, cores=4, memory="8GB", dashboard=False),
+                    console=_quiet())
+    try:
+        assert not c.scheduler_info(n_workers=-1)["workers"]
+        assert gpu_resources(c) == expected
+    finally:
+        close_client(c)

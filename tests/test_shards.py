@@ -391,6 +391,10 @@ def test_hf_datasets_loads_folder(tmp_path, monkeypatch):
         assert row["json"] == meta
         np.testing.assert_array_equal(np.asarray(row["lq.png"].convert("RGB")), arrays["lq.png"])
     assert any((tmp_path / "hf-cache").rglob("*.arrow"))  # the cache went where we asked
+    # every metadata field is a column after flatten() (as the README shows)
+    flat = ds.flatten()
+    assert {f"json.{k}" for k in samples[0][2]} <= set(flat.column_names)
+    assert flat["json." + next(iter(samples[0][2]))] == [meta[next(iter(meta))] for _, _, meta, _ in samples]
 
 
 def test_webdataset_loads_folder(tmp_path):

@@ -355,14 +355,29 @@ def paste_back(scene: np.ndarray, face: np.ndarray, alignment: Alignment, mask: 
     Args:
         scene: HxWxC source image (not modified).
         face: aligned crop (square; rescaled if not ``alignment.size``).
-        alignment: the transform from :func:`align_face`.
+        alignment: the transform from :func:`align_face`, or its bare 2x3 source -> aligned
+            matrix for a crop of ``face``'s size.
         mask: optional HxW blend mask in source coordinates; default :func:`paste_mask`.
 
     Returns:
         A new scene with the face blended in.
+
+    Raises:
+        BadInputError: mismatched channels, or ``alignment`` neither an Alignment nor a 2x3 matrix.
     """
     scene = _check_image(scene, "scene")
     face = _check_image(face, "face")
+    if not isinstance(alignment, Alignment):
+        try:
+            matrix = np.asarray(alignment, dtype=np.float64) if alignment is not None else None
+        except (TypeError, ValueError):
+            matrix = None
+        if matrix is None or matrix.shape != (2, 3) or not np.isfinite(matrix).all():
+            raise BadInputError(
+                f"alignment must be the Alignment from align_face or a finite 2x3 matrix, got "
+                f"{type(alignment).__name__} {getattr(matrix, 'shape', '')}"
+            )
+        alignment = Alignment(matrix, int(face.shape[0]))
     if (scene.ndim == 3) != (face.ndim == 3) or (scene.ndim == 3 and scene.shape[2] != face.shape[2]):
         raise BadInputError(f"scene {scene.shape} and face {face.shape} have different channels")
     if face.shape[0] != alignment.size:

