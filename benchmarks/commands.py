@@ -29,7 +29,7 @@ def run_evaluate(
     method: str,
     *,
     predictions: str | os.PathLike | None = None,
-    split: str = "val-synthetic",
+    split: str | None = None,
     data: str | os.PathLike | None = None,
     lq: str | os.PathLike | None = None,
     gt: str | os.PathLike | None = None,
@@ -48,16 +48,27 @@ def run_evaluate(
 
     ``method`` is a registry name (``lq``, ``bicubic``, ``lanczos``, ``face2scene``), or with
     ``predictions`` any row label (``S3Diff``) for a folder of external predictions.
+
+    ``split`` is the InScene split read from ``data`` (default ``val-synthetic``); with ``lq``/``gt``
+    folders it is only the label rows are filed under (default ``folders``), and an InScene split
+    name is refused there, so folder scores never land on the paper's boards. Folder pairs carry no
+    face boxes, so the ``face-only`` and ``gt-face-inserted`` variants are refused with them.
     """
     if data is not None and (lq is not None or gt is not None):
         raise BadInputError("give either --data DIR (InScene shards) or --lq/--gt folders, not both")
     if data is not None:
         source: Any = ShardSource(
-            data, split, shard_split=shard_split, subset=subset,
+            data, split or "val-synthetic", shard_split=shard_split, subset=subset,
             lq_fields=lq_field or DEFAULT_LQ_FIELDS, gt_fields=gt_field or DEFAULT_GT_FIELDS,
         )
     elif lq is not None or gt is not None:
-        source = FolderSource(lq, gt, split=split if split else "folders")
+        face_variants = [v for v in variants if v != "full"]
+        if face_variants:
+            raise BadInputError(
+                f"--{face_variants[0]} needs face boxes, which plain --lq/--gt folders do not have; "
+                "score an InScene split with --data DIR"
+            )
+        source = FolderSource(lq, gt, split=split or "folders")
     else:
         raise BadInputError("give --data DIR (InScene shards) or --lq DIR/--gt DIR (plain folders)")
     if predictions is not None:

@@ -6,11 +6,14 @@ metrics a row beats a reference row).
 
 One board per (split, variant). Measured rows (from ``inscene evaluate``, under ``results/rows/``)
 come first, then the reported rows (``benchmarks/data/reported.csv``), each labelled with its
-source: they are never merged or averaged together. Best and second best are ranked over every
-complete row with a value in the column (``rank_scope="all"``, so a new method sees where it
-stands among the published ones) or within each source (``rank_scope="source"``); incomplete
-measured rows are shown, flagged, and never ranked. A metric a machine could not compute shows
-``n/a`` with the reason (``weights missing: <file>``).
+source: they are never merged or averaged together. Best and second best are marked within each
+source by default (``rank_scope="source"``: the best measured row and the best reported row each
+get bold), since measured rows are scored on other data than the paper's; ``rank_scope="all"``
+ranks every row together (to see where a method run on the paper's own split would stand).
+Incomplete measured rows are shown, flagged, and never ranked. A metric a machine could not
+compute shows ``n/a`` with the reason (``weights missing: <file>``). The Wins column counts the
+metrics on which a row beats a reference method (``wins_ref``) among rows of its source; a
+reported row without such a count shows the paper's own Wins, marked ``(paper)``.
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ class Board:
     @property
     def slug(self) -> str:
         return f"{self.split}-{self.variant}"
+
+    @property
+    def show_wins(self) -> bool:
+        """A Wins column: a reference is on the board, or a reported row has the paper's Wins."""
+        return self.wins_ref is not None or any(r.reported_wins for r in self.rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ def build_boards(
     variants: list[str] | None = None,
     include_reported: bool = True,
     wins_ref: str | None = "bicubic",
-    rank_scope: str = "all",
+    rank_scope: str = "source",
     metrics: list[str] | None = None,
 ) -> list[Board]:
     """Boards for every (split, variant) with measured or reported rows.
@@ -215,8 +223,10 @@ def build_boards(
         splits: only these splits (default: all found).
         variants: only these variants.
         include_reported: add the paper's rows.
-        wins_ref: method the Wins column compares against (None: no Wins column).
-        rank_scope: ``all`` (rank measured and reported rows together) or ``source``.
+        wins_ref: method the Wins column compares against (None: no computed Wins; reported rows
+            still show the paper's Wins).
+        rank_scope: ``source`` (best/second within measured rows and within reported rows,
+            separately) or ``all`` (measured and reported rows ranked together).
         metrics: columns to show (default: every metric any row has, in the paper's order).
     """
     if rank_scope not in ("all", "source"):
@@ -298,7 +308,7 @@ def render_markdown(boards: list[Board]) -> str:
     for b in boards:
         out.append(f"### {b.title}\n")
         head = ["Method", "Source", "Step", *[f"{s.label}{s.arrow}" for s in b.columns]]
-        if b.wins_ref:
+        if b.show_wins:
             head.append("Wins↑")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|")
@@ -315,12 +325,14 @@ def render_markdown(boards: list[Board]) -> str:
                     t = f"<u>{t}</u>"
                 cells.append(t)
             line = [name, src, r.steps or "", *cells]
-            if b.wins_ref:
+            if b.show_wins:
                 line.append(_wins_text(r))
             out.append("| " + " | ".join(line) + " |")
         notes = list(b.notes)
         if b.wins_ref:
             notes.append(f"Wins: metrics on which a row beats {b.wins_ref} (rows of the same source).")
+        if any(r.wins is None and r.reported_wins for r in b.rows):
+            notes.append("Wins '(paper)': the count the paper prints (Table 3), not recomputed here.")
         notes += _cell_notes(b)
         for r in b.rows:
             for ln in r.problems[:20]:
@@ -335,7 +347,11 @@ def render_markdown(boards: list[Board]) -> str:
 
 
 def render_csv(boards: list[Board]) -> str:
-    """One line per row: means, 95% CI bounds, counts and status per metric."""
+    """One line per row: means, 95% CI bounds, counts and status per metric.
+
+    Numeric columns hold numbers or nothing (``{metric}_status`` and ``_reason`` say why a cell is
+    empty); ``wins`` is the count computed here, ``wins_paper`` the paper's printed Wins.
+    """
     import csv
 
     names = []
@@ -345,7 +361,7 @@ def render_csv(boards: list[Board]) -> str:
                 names.append(s.name)
     names.sort(key=list(METRICS).index)
     header = ["split", "variant", "method", "label", "source", "table", "steps", "complete", "n_samples",
-              "problems", "wins"]
+              "problems", "wins", "wins_paper"]
     for n in names:
         header += [n, f"{n}_ci_low", f"{n}_ci_high", f"{n}_n", f"{n}_status", f"{n}_rank", f"{n}_reason"]
     buf = io.StringIO()
@@ -355,13 +371,17 @@ def render_csv(boards: list[Board]) -> str:
         for r in b.rows:
             line: list[Any] = [b.split, b.variant, r.method, r.label, r.source, r.table, r.steps, r.complete,
                                r.n_samples, len(r.problems),
-                               "" if r.wins is None else f"{r.wins[0]}/{r.wins[1]}"]  # computed only
+                               "" if r.wins is None else f"{r.wins[0]}/{r.wins[1]}",  # computed here
+                               r.reported_wins or ""]  # as the paper prints it
             for n in names:
                 c = r.cells.get(n)
                 if c is None:
                     line += ["", "", "", "", "", "", ""]
                     continue
-                value = c.text if r.source == "reported" else ("" if c.value is None else repr(float(c.value)))
+                if c.value is None:  # not reported / not evaluated / n/a: an empty cell, the status says why
+                    value = ""
+                else:  # the paper's digits as printed; measured means at full precision
+                    value = c.text if r.source == "reported" else repr(float(c.value))
                 line += [value, "" if c.ci is None else c.ci[0], "" if c.ci is None else c.ci[1],
                          c.n if r.source == "measured" else "", c.status, c.rank or "", c.reason]
             w.writerow(line)
@@ -486,8 +506,9 @@ def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title
         parts.append(f"<h2 id='{e(b.slug)}'>{e(b.title)}</h2>")
         head = ["<th class='name'>Method</th>", "<th>Step</th>"]
         head += [f"<th title='{e(s.convention)}'>{e(s.label)}{s.arrow}</th>" for s in b.columns]
-        if b.wins_ref:
-            head.append(f"<th title='metrics on which the row beats {e(b.wins_ref)}'>Wins↑</th>")
+        if b.show_wins:
+            tip = f"metrics on which the row beats {b.wins_ref}" if b.wins_ref else "the paper's Wins (Table 3)"
+            head.append(f"<th title='{e(tip)}'>Wins↑</th>")
         parts.append("<table><tr>" + "".join(head) + "</tr>")
         prev = None
         for r in b.rows:
@@ -514,7 +535,7 @@ def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title
                 tip = "; ".join(x for x in (f"n={c.n}/{c.n_expected}" if r.source == "measured" else "",
                                             c.notes) if x)
                 tds.append(f"<td class='{klass}' title='{e(tip)}'>{e(c.text)}{ci}</td>")
-            if b.wins_ref:
+            if b.show_wins:
                 tds.append(f"<td>{e(_wins_text(r))}</td>")
             parts.append(f"<tr class='{' '.join(cls)}'>" + "".join(tds) + "</tr>")
         parts.append("</table>")
@@ -522,6 +543,8 @@ def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title
         if b.wins_ref:
             notes.append(f"Wins: metrics on which a row beats {b.wins_ref}, among rows of the same source "
                          "(Table 3); '(paper)' marks the paper's own Wins.")
+        elif b.show_wins:
+            notes.append("Wins '(paper)': the count the paper prints (Table 3), not recomputed here.")
         notes.append("Measured cells: mean over images, with its bootstrap 95% interval below.")
         notes += _footnotes(b)
         parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")

@@ -3,8 +3,9 @@
 Provenance: Face2Scene (arXiv 2603.16570) §6.3 develops phone RAW captures with rawpy; issue 5 asks
 that ``inscene develop-raw`` add almost nothing on top of LibRaw (ratio <= 1.1).
 
-``--n`` generated 12 MP (4000x3000) Bayer DNGs (``inscene.dng``: a photo mapped to camera space,
-mosaicked, 12-bit, tiled, with a preview IFD and EXIF like a phone's) are developed, in this process
+``--n`` generated Bayer DNGs of ``--width`` x ``--height`` px (4000x3000 = 12 MP by default; the
+output states the real megapixel count), made by ``inscene.dng`` (a photo mapped to camera space,
+mosaicked, 12-bit, tiled, with a preview IFD and EXIF like a phone's), are developed, in this process
 and alternating per file, by
 
 * ours: :func:`inscene.raw.develop_file`, what each capture goes through in the pipeline: read the
@@ -12,10 +13,13 @@ and alternating per file, by
   settings, capture metadata (rawpy + exifread);
 * bare: ``rawpy.imread(path).postprocess(**same parameters)``.
 
-The ratio is ours / bare total time. Face detection and PNG encoding, which the pipeline does after
-development, are timed separately on one file (they are the pipeline's, not the decoder's, cost).
-JPEG-XL DNG 1.7 files (``--jxl``, lossless JPEG-XL tiles) are then timed: JPEG-XL tile decoding
-alone, and the full development, per 12 MP file, against the uncompressed twin.
+The ratio (last line) is ours / bare total time of the development path, as issue 5 defines it.
+An end-to-end line then times what the command does per capture, on ``--e2e`` files: the
+command's own stages (:class:`pipelines.develop_raw.DevelopStage`, ``FaceStage`` with the configured
+detector, ``EncodeStage`` to the configured output format, PNG by default), per stage and in total,
+against the median bare ``rawpy.postprocess`` time per file of the set (all files are the same
+size). JPEG-XL DNG 1.7 files (``--jxl``, lossless JPEG-XL tiles) are then timed: JPEG-XL tile
+decoding alone, and the full development, per file, against the uncompressed twin.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-HELP = "RAW development: our develop_file vs bare rawpy.postprocess on 12 MP DNGs (+ JPEG-XL DNG decode time)"
+HELP = ("RAW development: our develop_file vs bare rawpy.postprocess on generated DNGs (12 MP by default); "
+        "end-to-end per capture; JPEG-XL DNG decode time")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +43,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=4000, help="raw width in px (4000)")
     p.add_argument("--height", type=int, default=3000, help="raw height in px (3000)")
     p.add_argument("--jxl", type=int, default=2, help="JPEG-XL DNG files timed (2; 0 skips)")
+    p.add_argument("--e2e", type=int, default=3,
+                   help="files run end to end through the command's stages: develop, faces, encode (3; 0 skips)")
     p.add_argument("--workdir", type=Path, default=None, help="where to write the DNGs (default: a temp dir)")
 
 
@@ -106,10 +113,11 @@ def run(args: argparse.Namespace) -> float:
         print(f"bare rawpy.postprocess: {sum(t_bare):.2f} s total, {statistics.median(t_bare):.3f} s/file median")
         print(f"ours (develop_file):    {sum(t_ours):.2f} s total, {statistics.median(t_ours):.3f} s/file median; "
               f"identical pixels: {same}")
-        _pipeline_costs(paths[0], settings)
+        if args.e2e > 0:
+            _end_to_end(paths[: args.e2e], settings, statistics.median(t_bare))
         if args.jxl > 0:
             if jpegxl_available():
-                _jpegxl(folder, base, args.jxl, settings, develop, jpegxl_dng_to_uncompressed)
+                _jpegxl(folder, base, args.jxl, settings, develop, jpegxl_dng_to_uncompressed, mp)
             else:
                 print("jpeg-xl: skipped (imagecodecs without JPEG XL)")
         return sum(t_ours) / sum(t_bare)
@@ -118,26 +126,40 @@ def run(args: argparse.Namespace) -> float:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _pipeline_costs(path: Path, settings) -> None:
-    """What the pipeline adds after development, per file (not part of the ratio)."""
-    from inscene import imageio
-    from inscene.faces import create_detector
-    from inscene.raw import develop_file
+def _end_to_end(paths: list[Path], settings, bare_median: float) -> None:
+    """What ``inscene develop-raw`` does per capture, through its own stages (not part of the ratio)."""
+    from inscene.config import InsceneConfig
+    from inscene.stages import Item, Rejection
+    from pipelines.develop_raw import TEST_SPLIT, TEST_SUBSET, DevelopStage, EncodeStage, FaceStage
 
-    rgb = develop_file(path, settings).rgb
-    det = create_detector("dlib")
-    det.detect(rgb)  # load the models
-    t = time.perf_counter()
-    faces = det.detect(rgb)
-    t_faces = time.perf_counter() - t
-    t = time.perf_counter()
-    png = imageio.encode_image(rgb, "png")
-    t_png = time.perf_counter() - t
-    print(f"pipeline extras per file (not in the ratio): face detection {t_faces:.2f} s ({len(faces)} faces), "
-          f"PNG encode {t_png:.2f} s ({len(png) / 1e6:.1f} MB)")
+    detector = InsceneConfig().faces.detector
+    stages = [DevelopStage(settings), FaceStage(detector),
+              EncodeStage(TEST_SPLIT, TEST_SUBSET, "lq", settings.output_format, settings.jpeg_quality)]
+    for stage in stages:
+        stage.setup()
+
+    def one(path: Path) -> dict[str, float]:
+        item: Item | Rejection = Item(key=path.stem, source=str(path), data={"identity": "bench", "rel": path.name})
+        times = {}
+        for stage in stages:
+            t = time.perf_counter()
+            item = stage(item)
+            times[stage.name] = time.perf_counter() - t
+            if isinstance(item, Rejection):
+                raise RuntimeError(f"{path.name}: {item.stage}: {item.reason}")
+        return times
+
+    one(paths[0])  # load the detector's models
+    runs = [one(p) for p in paths]
+    med = {name: statistics.median(r[name] for r in runs) for name in runs[0]}
+    total = statistics.median(sum(r.values()) for r in runs)
+    parts = ", ".join(f"{name} {v:.2f} s" for name, v in med.items())
+    print(f"end to end per capture (the command's stages: develop + {detector} face detection + "
+          f"{settings.output_format.upper()} encode), {len(runs)} files: {total:.2f} s/file median ({parts}) "
+          f"= {total / bare_median:.2f}x bare rawpy.postprocess ({bare_median:.3f} s/file; not the ratio)")
 
 
-def _jpegxl(folder: Path, base: np.ndarray, n: int, settings, develop, to_uncompressed) -> None:
+def _jpegxl(folder: Path, base: np.ndarray, n: int, settings, develop, to_uncompressed, mp: float) -> None:
     from inscene.dng import write_dng
 
     t_enc, t_dec, t_dev, t_twin = [], [], [], []
@@ -158,6 +180,6 @@ def _jpegxl(folder: Path, base: np.ndarray, n: int, settings, develop, to_uncomp
         if i == 0:
             print(f"jpeg-xl DNG: {len(data) / 1e6:.1f} MB (uncompressed twin {len(twin) / 1e6:.1f} MB), "
                   f"identical to the twin: {np.array_equal(out, ref)}; written in {t_enc[0]:.1f} s (effort 1)")
-    print(f"jpeg-xl DNG decode (tiles -> uncompressed DNG) per 12 MP file: {statistics.median(t_dec):.2f} s")
-    print(f"jpeg-xl DNG develop per 12 MP file: {statistics.median(t_dev):.2f} s "
+    print(f"jpeg-xl DNG decode (tiles -> uncompressed DNG) per {mp:.1f} MP file: {statistics.median(t_dec):.2f} s")
+    print(f"jpeg-xl DNG develop per {mp:.1f} MP file: {statistics.median(t_dev):.2f} s "
           f"(uncompressed twin {statistics.median(t_twin):.2f} s)")

@@ -459,7 +459,8 @@ class FolderSource(DataSource):
     Args:
         lq: folder of degraded inputs (may be None when only external predictions are scored).
         gt: folder of ground truths (None: no-reference metrics only).
-        split: the name rows are filed under (default ``folders``).
+        split: the name rows are filed under (default ``folders``); an InScene split name
+            (:data:`SPLITS`) is refused, since folder scores are not scores on that split.
         hash_memo: optional :class:`benchmarks.cache.HashMemo` to skip re-hashing unchanged files.
     """
 
@@ -473,6 +474,11 @@ class FolderSource(DataSource):
     ) -> None:
         if lq is None and gt is None:
             raise BadInputError("give --lq DIR, --gt DIR or both")
+        if split in SPLITS:
+            raise BadInputError(
+                f"--split {split} is an InScene split: folder pairs (--lq/--gt) are filed under their own "
+                "label (default 'folders'); to score that split give --data DIR"
+            )
         for folder, what in ((lq, "--lq"), (gt, "--gt")):
             if folder is not None and not Path(folder).is_dir():
                 raise BadInputError(f"{what}: not a folder: {folder}")

@@ -156,8 +156,10 @@ def evaluate(
         Path | None, typer.Option("--predictions", help="Folder of your outputs, one image per sample key.")
     ] = None,
     split: Annotated[
-        str, typer.Option("--split", help="val-synthetic, val-real, test-real (or any shard split folder).")
-    ] = "val-synthetic",
+        str | None,
+        typer.Option("--split", help="With --data: val-synthetic (default), val-real, test-real or any shard split "
+                     "folder. With --lq/--gt: the row label (default: folders; not an InScene split name)."),
+    ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="InScene dataset folder (shards).")] = None,
     lq: Annotated[Path | None, typer.Option("--lq", help="Plain folder of degraded inputs (not with --data).")] = None,
     gt: Annotated[Path | None, typer.Option("--gt", help="Plain folder of ground truths (not with --data).")] = None,
@@ -245,8 +247,9 @@ def leaderboard(
         bool, typer.Option("--reported/--no-reported", help="Show the paper's published rows (Tables 2, 3, 4, 7).")
     ] = True,
     rank_scope: Annotated[
-        str, typer.Option("--rank-scope", help="Rank best/second over 'all' rows or within each 'source'.")
-    ] = "all",
+        str, typer.Option("--rank-scope", help="Mark best/second within each 'source' (measured, reported; "
+                          "default) or over 'all' rows together.")
+    ] = "source",
 ) -> None:
     """Aggregate evaluated rows beside the paper's into Markdown, CSV, HTML and PNG; exit 1 if a row is incomplete."""
     from benchmarks.commands import run_leaderboard
@@ -275,10 +278,15 @@ def degrade(
     inp: Annotated[
         Path | None, typer.Argument(help="Dataset folder of shards, or a folder of images.")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output dataset folder (with --preview: the grid PNG).")] = Path(
-        "degraded"
-    ),
-    versions: Annotated[int, typer.Option("--versions", help="LQ versions per image (val: 1, train: 5, §4.1).")] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output dataset folder (default: degraded). With --preview: the grid image "
+                     "(default: <IMG stem>-preview.png here)."),
+    ] = None,
+    versions: Annotated[
+        int | None,
+        typer.Option("--versions", help="LQ versions per image (default, §4.1: 5 for a train split, 1 otherwise)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed gives byte-identical shards.")] = 0,
     profile: Annotated[
         str, typer.Option("--profile", help="Random ranges: realesrgan (default) or s3diff.")
@@ -301,7 +309,9 @@ def degrade(
     partition_size: Annotated[int, typer.Option("--partition-size", help="Images per partition (= per shard).")] = 100,
     device: Annotated[str, typer.Option("--device", help="torch device for the degradations (cpu, cuda).")] = "cpu",
     preview: Annotated[
-        Path | None, typer.Option("--preview", help="Render IMG under d1-d4 and random draws to --out (a PNG).")
+        Path | None,
+        typer.Option("--preview", help="Render IMG under d1-d4 and random draws to --out (an image file; "
+                     "default: <IMG stem>-preview.png)."),
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Random draws in the --preview grid.")] = 4,
     cluster_opts=None,
@@ -330,7 +340,8 @@ def degrade(
         lq_size=lq_size, device=device,
     )
     result = run_degrade(
-        inp, out, options, split=split, subset=subset, partition_size=partition_size,
+        inp, out if out is not None else Path("degraded"), options, split=split, subset=subset,
+        partition_size=partition_size,
         cluster=None if in_process else opts, console=out_console,
     )
     if not result.ok:
@@ -494,6 +505,14 @@ def develop_raw(
     detector: Annotated[str | None, typer.Option("--detector", help="Face detector (default: dlib, "
                                                  "embedded; insightface, yolo-face).")] = None,
     partition_size: Annotated[int, typer.Option("--partition-size", help="Files per partition (= per shard).")] = 16,
+    pseudonymise: Annotated[
+        bool, typer.Option("--pseudonymise", help="HMAC-SHA256 pseudonyms for identities, keys and sources "
+                           "(as filter-real; needed to publish).")
+    ] = False,
+    salt_file: Annotated[
+        Path | None,
+        typer.Option("--salt-file", help="Secret salt for --pseudonymise (else $INSCENE_PSEUDONYM_SALT)."),
+    ] = None,
     cluster_opts=None,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
@@ -523,11 +542,18 @@ def develop_raw(
     except ValidationError as exc:
         err = exc.errors()[0]
         raise BadInputError(f"invalid option {err['loc'][0]}: {err['msg']}") from None
+    salt = None
+    if pseudonymise or salt_file is not None:
+        from pipelines.inputs import load_salt
+
+        salt = load_salt(salt_file)
+        if salt_file is not None and out.resolve() in (salt_file.resolve(), *salt_file.resolve().parents):
+            raise BadInputError("keep the salt file outside the output folder")
     from pipelines.develop_raw import run_develop_raw
 
     result = run_develop_raw(
         captures, refs, out, config=config, groups=groups, detector=detector, partition_size=partition_size,
-        cluster=None if in_process else opts, console=out_console,
+        cluster=None if in_process else opts, console=out_console, pseudonymise=pseudonymise, salt=salt,
     )
     if not result.ok:
         raise typer.Exit(1)
@@ -670,7 +696,9 @@ def publish(
     ] = None,
     mapping: Annotated[
         list[str] | None,
-        typer.Option("--map", help="Publish shards SPLIT/SUBSET as CONFIG/SPLIT, e.g. test/real=test-real/test."),
+        typer.Option("--map", help="Publish shards SPLIT/SUBSET as CONFIG/SPLIT, e.g. test/real=test-real/test; "
+                     "DIR:SPLIT/SUBSET=... for input folder DIR only; =- leaves them out, e.g. "
+                     "out/dataset:val/synthetic=- to publish out/val-lq's degraded val instead."),
     ] = None,
     check: Annotated[
         str, typer.Option("--check", help="Validation: auto, full (Arrow cache in a temp dir) or stream.")
@@ -726,7 +754,8 @@ def restore(
     identity: Annotated[str | None, typer.Option("--identity", help="Sub-folder of --refs for image inputs.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Dataset inputs: the shard split folder.")] = None,
     ref_fr: Annotated[
-        str, typer.Option("--ref-fr", help="Stage I Ref-FR: faceme (paper), gt (needs GT), passthrough.")
+        str, typer.Option("--ref-fr", help="Stage I Ref-FR: faceme (paper; needs --refs), gt (dataset inputs: the "
+                          "sample's hq.* as x_HQ), passthrough.")
     ] = "faceme",
     ref_fr_path: Annotated[Path | None, typer.Option("--ref-fr-path", help="FaceMe checkout.")] = None,
     base: Annotated[

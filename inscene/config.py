@@ -40,7 +40,13 @@ class RealFilterSettings(_Settings):
     min_short_side_gallery: int = Field(1000, description="§6.2 Stage 1: shorter side >= 1000 px.")
     min_short_side_cc12m: int = Field(1024, description="§4.1: CC12M shorter side >= 1024 px.")
     crop_size: int = Field(1024, description="§6.2 Stage 1: resize min(H,W)=1024, crop 1024x1024 keeping the face box.")
-    min_face_area_fraction: float = Field(0.01, description="§6.2 Stage 2: face box area >= 1% of the image.")
+    min_face_area_fraction: float = Field(
+        0.01,
+        description="§6.2 Stage 2: face box area >= 1% of the image area, measured relative to the 1024x1024 "
+        "Stage-1 crop (crop_size; Stage 2 runs on Stage 1's output, so the paper's 'relative to the full "
+        "image' is the full crop). The fraction of the original, uncropped photo is logged too, as "
+        "face_area_fraction_orig in the decision log (recorded, not thresholded).",
+    )
     min_musiq: float = Field(65.0, description="§6.2 Stage 3 / §4.1: MUSIQ >= 65.")
     min_clipiqa: float = Field(0.65, description="§6.2 Stage 3 / §4.1: CLIP-IQA >= 0.65.")
     min_maniqa: float = Field(0.40, description="§6.2 Stage 3 / §4.1: MANIQA >= 0.40.")
@@ -168,12 +174,19 @@ class RawSettings(_Settings):
 
 
 class DegradationSettings(_Settings):
-    """Degradation pipeline usage (§4.1)."""
+    """Degradation pipeline usage (§4.1): ``inscene degrade`` writes this many LQ versions per image
+    when ``--versions`` is not given (:meth:`versions_for`)."""
 
     train_versions_per_image: int = Field(
-        5, description="§4.1: five independently degraded versions per clean training image."
+        5, ge=1, description="§4.1: five independently degraded versions per clean training image."
     )
-    val_versions_per_image: int = Field(1, description="§4.1: one fixed LQ per validation image.")
+    val_versions_per_image: int = Field(1, ge=1, description="§4.1: one fixed LQ per validation image.")
+
+    def versions_for(self, split: str) -> int:
+        """LQ versions per image of ``split``: the training count for ``train`` (or ``train-*``,
+        ``train_*``), the validation count (one fixed LQ) for every other split."""
+        is_train = split == "train" or split.startswith(("train-", "train_"))
+        return self.train_versions_per_image if is_train else self.val_versions_per_image
 
 
 class RestorerSettings(_Settings):

@@ -49,14 +49,27 @@ flag that is false, or a ``source`` that is a local path (gallery folders are of
 person).
 
 **Pseudonyms** are ``id-`` + the first 16 hex digits of HMAC-SHA256(salt, ``"identity:" + real id``)
-(:func:`pseudonymise`; the same scheme as ``filter-real --pseudonymise``). The salt is a secret
+(:func:`pseudonymise`; the same scheme as ``filter-real --pseudonymise`` and ``develop-raw
+--pseudonymise``, which also replace keys and sources by pseudonyms). The salt is a secret
 the publisher keeps outside every dataset folder (:func:`load_salt` refuses one inside them); the
 mapping never leaves the machine: only allowlisted files (shards, manifests, sidecars, indexes, the
 card and the declaration) are staged and uploaded.
 
-**Where input shards go** (:func:`_target`, overridable with ``--map SPLIT/SUBSET=CONFIG/SPLIT``):
+**Where input shards go** (:func:`_target`, overridable with ``--map``, see :func:`parse_mapping`):
 reference subsets (``refs``, as filter-real and develop-raw write them) -> config ``identities``;
 ``test/real`` (develop-raw's phone captures) -> ``test-real``/``test``; others keep their names.
+``--map SPLIT/SUBSET=CONFIG/SPLIT`` moves those shards of every input folder,
+``--map DIR:SPLIT/SUBSET=CONFIG/SPLIT`` those of the input folder DIR only, and ``=-`` leaves them
+out. Two folders with the same sample keys in one config and split (build-synthetic's ``val`` and
+its ``inscene degrade`` copy) are refused with the ``--map DIR:SPLIT/SUBSET=-`` that resolves it::
+
+    inscene publish out/dataset out/val-lq --map out/dataset:val/synthetic=- --dry-run
+
+**The card describes what was recorded**: the synthetic subset's generator, embedder, threshold,
+LoRAs and validation identities come from the samples' own metadata and build-synthetic's
+``run.json`` (beside its ``dataset/`` folder); the paper's settings are shown beside them, labelled
+as the paper's. Subsets under different licences get ``license: other`` in the YAML with a pointer
+to the card's per-config licence table (the Hub takes one licence per repo).
 """
 
 from __future__ import annotations
@@ -120,8 +133,9 @@ SUBSET_INFO: dict[str, dict[str, Any]] = {
     "synthetic": {
         "real": False,
         "category": "Synthetic",
-        "description": "Full-body scenes of CelebRef-HQ identities generated with InfiniteYou on FLUX.1-dev, "
-        "kept when ArcFace similarity to the reference >= 0.55 (§4.1, §6.1).",
+        # the card describes the generator and filter the samples record (_synthetic_description)
+        "description": "Full-body scenes of reference identities generated from prompts and kept when the "
+        "generated face matches the reference (§4.1, §6.1).",
     },
     "real": {
         "real": True,
@@ -219,6 +233,57 @@ META_DOCS: dict[str, str] = {
     "pseudonymised": "True when identity_id is an HMAC pseudonym of the real id.",
     "references": "Keys of this identity's reference images.",
     "reference_index": "Index of this reference image among its identity's references.",
+    # build-synthetic (§6.1, Figure 5)
+    "file_id": "File ID of the identity: its folder name in the reference set (CelebRef-HQ identity index in the "
+    "paper, §6.1 Figure 5).",
+    "reference_key": "Key of the reference image (identities config) the scene was generated from.",
+    "identity_similarity": "Identity similarity of the generated face to the reference used for generation "
+    "(embedder in identity_embedder; ArcFace cosine in the paper, §6.1 Figure 5).",
+    "identity_similarity_mean": "Mean identity similarity of the generated face over all of the identity's usable "
+    "references.",
+    "identity_similarity_max": "Highest identity similarity of the generated face over all of the identity's usable "
+    "references.",
+    "identity_embedder": "Face embedder behind identity_similarity* (the paper: ArcFace; dlib-resnet is the "
+    "embedded offline one).",
+    "identity_threshold": "Keep threshold the scene passed (the paper: ArcFace >= 0.55, §6.1; otherwise the "
+    "embedder's own).",
+    "attempt": "Number of the identity's generation attempt that produced the scene (rejected attempts are not "
+    "published).",
+    "prompt_source": "Where the prompt came from: 'builder' (the seeded two-subject + two-background-sentence "
+    "builder, Figure 5) or 'file:NAME:LINE' (--prompts).",
+    "tags": "Scene tags of the prompt as a JSON list (the scene-diversity word cloud, Figure 4).",
+    "face_landmarks68": "Largest face's 68 landmarks [[x, y], ...] as JSON ('' when the detector gives none).",
+    "generator": "Generator that made the scene (infiniteyou is the paper's; compose is an offline stand-in).",
+    "generator_version": "Version of the generator code.",
+    "generator_config": "Every generator option that shaped the image (weights stage, steps, guidance, "
+    "resolution ...), as JSON.",
+    "loras": "LoRAs applied with their scales, as a JSON list (the paper: the anti-blur LoRA).",
+    "t_generate_s": "Seconds spent generating the image (a batch's time shared among its images).",
+    "t_filter_s": "Seconds spent detecting, embedding and filtering the image.",
+    "identity": "The identity's Identity record as JSON (identity_id, source_id, pseudonymised, references, "
+    "split).",
+    "usable": "True when a face was found in the reference (only usable references condition the generator).",
+    "reason": "Why a reference is not usable ('' when it is).",
+    # develop-raw (§4.1 'Test data', §6.3)
+    "group": "Capture group: the --groups tag, else the ISO group (iso3200 / iso1600 / iso800, §6.3).",
+    "iso_group": "ISO group from the capture metadata (iso3200 / iso1600 / iso800, §6.3).",
+    "capture_make": "Camera make from the RAW metadata.",
+    "capture_model": "Camera model from the RAW metadata.",
+    "capture_iso": "ISO speed of the capture.",
+    "capture_exposure_time": "Exposure time in seconds.",
+    "capture_f_number": "Aperture (f-number).",
+    "capture_focal_length": "Focal length in mm.",
+    "capture_timestamp": "Capture time from the RAW metadata (no location is ever recorded).",
+    "develop": "Development parameters of the RAW (demosaic, white balance, gamma, brightness, highlights, bit "
+    "depth ...), as JSON.",
+    "decoder": "Decoder that read the RAW (LibRaw via rawpy, or tifffile + imagecodecs for JPEG-XL DNGs).",
+    "raw_format": "RAW format read: dng, or the file suffix LibRaw read (nef, cr2 ...).",
+    "raw_compression": "Compression of the raw data (DNG: none, JPEG, JPEG-XL ...; '' for other formats).",
+    "raw_bytes": "Size of the RAW file in bytes.",
+    "orientation": "LibRaw orientation code applied from the file (0 none, 3 180°, 5 90° CCW, 6 90° CW).",
+    "no_face": "True when no face was detected in the capture (kept, flagged).",
+    "bit_depth": "Bits per sample of the stored image (8 or 16).",
+    "ref_index": "Index of this reference image among its identity's references.",
 }
 _IQA_DOCS = {
     "C-IQA": "CLIP-IQA no-reference quality (higher is better; §4.1, §6.2 stage 3 keeps >= 0.65).",
@@ -557,6 +622,7 @@ class GroupStats:
     with_faces: int = 0
     image_members_checked: int = 0
     degradation: dict[str, Any] = field(default_factory=dict)
+    recorded: dict[str, dict[str, int]] = field(default_factory=dict)  # fact -> value -> samples
 
     @property
     def n_identities(self) -> int:
@@ -617,6 +683,46 @@ class StagedDataset:
             config_flat=data.get("config_flat", {}),
             config_source=data.get("config_source", "toolkit defaults"),
         )
+
+
+_MAX_RECORDED_VALUES = 20
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
+
+
+def _recorded_facts(meta: dict[str, Any]) -> dict[str, str]:
+    """How a sample was made, as its metadata records it (build-synthetic's Figure-5 fields).
+
+    ``generator``, ``generator_version``, ``generator_stage`` / ``_steps`` / ``_guidance``,
+    ``resolution`` (of the generator config), ``loras``, ``identity_embedder``,
+    ``identity_threshold`` and ``prompt_source`` (``builder`` or ``file``); absent when not recorded.
+    """
+    facts: dict[str, str] = {}
+    for name in ("generator", "generator_version", "identity_embedder", "identity_threshold"):
+        value = meta.get(name)
+        if value not in (None, ""):
+            facts[name] = f"{value:g}" if isinstance(value, float) else str(value)
+    config = _json_value(meta.get("generator_config"))
+    if isinstance(config, dict):
+        for name in ("stage", "steps", "guidance"):
+            if config.get(name) not in (None, ""):
+                facts[f"generator_{name}"] = str(config[name])
+        if config.get("width") and config.get("height"):
+            facts["resolution"] = f"{config['width']}x{config['height']}"
+    loras = _json_value(meta.get("loras"))
+    if isinstance(loras, list):
+        names = [f"{lo.get('lora') or lo.get('name')} x{lo.get('scale')}" if isinstance(lo, dict) else str(lo)
+                 for lo in loras]
+        facts["loras"] = ", ".join(names) or "none"
+    source = meta.get("prompt_source")
+    if isinstance(source, str) and source:
+        facts["prompt_source"] = source.split(":", 1)[0]
+    return facts
 
 
 class _FeatureAccumulator:
@@ -729,27 +835,58 @@ REFERENCE_SUBSETS = ("refs", "references", IDENTITIES)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
 
-def parse_mapping(items: Sequence[str] | dict[str, str] | None) -> dict[str, tuple[str, str]]:
-    """``["SPLIT/SUBSET=CONFIG/SPLIT", ...]`` (or a dict) -> ``{"SPLIT/SUBSET": (config, split)}``."""
+#: ``--map`` target that leaves the shards out of the published repo.
+SKIP = "-"
+_MAP_FORMS = "[DIR:]SPLIT/SUBSET=CONFIG/SPLIT or [DIR:]SPLIT/SUBSET=-"
+
+
+def _folder_key(folder: str | os.PathLike) -> str:
+    """An input folder as ``--map`` keys name it: its resolved absolute path."""
+    return str(Path(folder).expanduser().resolve())
+
+
+def parse_mapping(items: Sequence[str] | dict[str, str] | None) -> dict[str, tuple[str, str] | None]:
+    """``--map`` entries (or a dict) -> ``{source: (config, split) or None}``.
+
+    ``SPLIT/SUBSET=CONFIG/SPLIT`` publishes the shards ``SPLIT/SUBSET-*.tar`` of every input folder
+    as config CONFIG, split SPLIT (key ``"SPLIT/SUBSET"``); ``DIR:SPLIT/SUBSET=...`` only those of
+    the input folder DIR (key ``"<DIR resolved>:SPLIT/SUBSET"``); ``...=-`` leaves them out (None).
+    A folder-qualified entry wins over a plain one.
+    """
     pairs = list(items.items()) if isinstance(items, dict) else [
         tuple(i.split("=", 1)) if "=" in i else (i, "") for i in (items or [])
     ]
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str, str] | None] = {}
     for src, dst in pairs:
-        parts_src, parts_dst = src.split("/"), dst.split("/")
-        if len(parts_src) != 2 or len(parts_dst) != 2 or not all(_NAME_RE.match(x) for x in parts_src + parts_dst):
-            raise BadInputError(f"--map {src}={dst}: expected SPLIT/SUBSET=CONFIG/SPLIT, e.g. test/real=test-real/test")
-        out[src] = (parts_dst[0], _hf_split(parts_dst[1]))
+        folder, colon, spec = src.rpartition(":")
+        parts_src = spec.split("/")
+        target: tuple[str, str] | None = None
+        ok = len(parts_src) == 2 and all(_NAME_RE.match(x) for x in parts_src) and (bool(folder) or not colon)
+        if dst.strip() != SKIP:
+            parts_dst = dst.split("/")
+            ok = ok and len(parts_dst) == 2 and all(_NAME_RE.match(x) for x in parts_dst)
+            if ok:
+                target = (parts_dst[0], _hf_split(parts_dst[1]))
+        if not ok:
+            raise BadInputError(f"--map {src}={dst}: expected {_MAP_FORMS}, e.g. test/real=test-real/test or "
+                                "out/dataset:val/synthetic=-")
+        out[f"{_folder_key(folder)}:{spec}" if colon else spec] = target
     return out
 
 
-def _target(split: str, subset: str, dir_splits: set[str], mapping: dict[str, tuple[str, str]]) -> tuple[str, str]:
-    """Where the shards ``split/subset-*.tar`` of one folder are published: ``(config, split)``.
+def _target(
+    split: str, subset: str, dir_splits: set[str], mapping: dict[str, tuple[str, str] | None],
+    folder: str | os.PathLike | None = None,
+) -> tuple[str, str] | None:
+    """Where the shards ``split/subset-*.tar`` of one folder are published: ``(config, split)``, None: left out.
 
-    Defaults: reference subsets (``refs``) go to ``identities`` (a ``identities/refs`` shard folder,
-    as develop-raw writes it, to the folder's one other split, else ``all``); ``test/real`` (develop-raw's
-    phone captures) is ``test-real/test``; everything else keeps its names.
+    ``--map`` entries first (for ``folder``, then for every folder). Defaults: reference subsets
+    (``refs``) go to ``identities`` (a ``identities/refs`` shard folder, as develop-raw writes it, to
+    the folder's one other split, else ``all``); ``test/real`` (develop-raw's phone captures) is
+    ``test-real/test``; everything else keeps its names.
     """
+    if folder is not None and f"{_folder_key(folder)}:{split}/{subset}" in mapping:
+        return mapping[f"{_folder_key(folder)}:{split}/{subset}"]
     if f"{split}/{subset}" in mapping:
         return mapping[f"{split}/{subset}"]
     if subset in REFERENCE_SUBSETS:
@@ -778,11 +915,18 @@ def _subset_rank(subset: str) -> tuple[int, str]:
 
 
 def _discover(
-    dirs: Sequence[Path], mapping: dict[str, tuple[str, str]] | None = None
+    dirs: Sequence[Path], mapping: dict[str, tuple[str, str] | None] | None = None
 ) -> dict[tuple[str, str], list[_Input]]:
-    """``(config, hf split)`` -> inputs, in a deterministic order (identities last)."""
+    """``(config, hf split)`` -> inputs, in a deterministic order (identities last).
+
+    Raises:
+        BadInputError: a folder without shards, a ``--map`` entry that matches no shards, or
+            ``--map`` leaving every shard out.
+    """
     from inscene.shards import shard_paths
 
+    mapping = mapping or {}
+    used: set[str] = set()
     found: dict[tuple[str, str], list[_Input]] = {}
     for d in dirs:
         d = Path(d)
@@ -802,8 +946,20 @@ def _discover(
                 sidecar = tar.with_name(tar.name + ".json")
                 with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                     count += int(json.loads(sidecar.read_text())["count"])
-            target = _target(split, subset, dir_splits, mapping or {})
-            found.setdefault(target, []).append(_Input(d, split, subset, tars, count, size))
+            used |= {f"{_folder_key(d)}:{split}/{subset}", f"{split}/{subset}"} & set(mapping)
+            target = _target(split, subset, dir_splits, mapping, folder=d)
+            if target is not None:
+                found.setdefault(target, []).append(_Input(d, split, subset, tars, count, size))
+    inputs = {_folder_key(d) for d in dirs}
+    for key in sorted(set(mapping) - used):
+        folder, _, spec = key.rpartition(":")
+        if folder and folder not in inputs:
+            raise BadInputError(f"--map {key}: {folder} is not one of the input folders")
+        which = f"the input folder {folder} has no" if folder else "no input folder has"
+        raise BadInputError(f"--map {key}: {which} {spec}-*.tar shards (SPLIT/SUBSET names a shard folder and a "
+                            "subset, e.g. val/synthetic)")
+    if not found:
+        raise BadInputError("--map left every shard out: nothing to publish")
     return dict(
         sorted(
             found.items(),
@@ -839,11 +995,41 @@ def _manifest_hashes(path: Path) -> dict[str, dict[str, str]]:
 _SECRET_KEY_RE = re.compile(r"salt|token|secret|password|key_?file", re.IGNORECASE)
 
 
+#: Name of build-synthetic's run record in :attr:`StagedDataset.run_records`.
+SYNTHETIC_RUN_RECORD = "build-synthetic run.json"
+
+
+def _synthetic_run(d: Path) -> dict[str, Any] | None:
+    """build-synthetic's ``run.json`` when ``d`` is the ``dataset/`` folder of a build-synthetic run."""
+    path = d.parent / "run.json"
+    if d.name != "dataset" or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    options = data.get("options") if isinstance(data, dict) else None
+    return data if isinstance(options, dict) and "generator" in options else None
+
+
+def _clean_record(data: dict[str, Any]) -> dict[str, Any]:
+    """Scalar settings only; no local paths, no salts, tokens or secrets."""
+    return {
+        k: v for k, v in data.items()
+        if not _SECRET_KEY_RE.search(k)
+        and (isinstance(v, (int, float, bool))
+             or (isinstance(v, str) and not _is_local_path(v) and not os.path.isabs(v)))
+    }
+
+
 def _run_records(dirs: Sequence[Path]) -> tuple[dict[str, dict[str, Any]], dict[str, Any], str]:
     """Run records found beside the shards (``degrade.json`` ...) and the toolkit config in force.
 
-    Only scalar settings are kept; values that look like local paths (they may name people) and
-    keys about salts, tokens or secrets are dropped: they never leave the machine.
+    A build-synthetic ``dataset/`` folder's run record is its parent's ``run.json`` (its options
+    become :data:`SYNTHETIC_RUN_RECORD`; its ``config``, the config in force unless a
+    ``config.json`` is recorded). Only scalar settings are kept; values that look like local paths
+    (they may name people) and keys about salts, tokens or secrets are dropped: they never leave
+    the machine.
     """
     from inscene.config import InsceneConfig
 
@@ -852,6 +1038,13 @@ def _run_records(dirs: Sequence[Path]) -> tuple[dict[str, dict[str, Any]], dict[
     config_source = "toolkit defaults (no config.json recorded beside the shards)"
     for d in dirs:
         d = Path(d)
+        synthetic = _synthetic_run(d)
+        if synthetic is not None:
+            records[SYNTHETIC_RUN_RECORD] = _clean_record(synthetic["options"])
+            if isinstance(synthetic.get("config"), dict):
+                with contextlib.suppress(ValidationError, ValueError, TypeError, AttributeError):
+                    config_flat = InsceneConfig.from_flat(synthetic["config"]).flat()
+                    config_source = "the config recorded in build-synthetic's run.json"
         recorded = next((c for c in (d / "config.json", d.parent / "config.json") if c.is_file()), None)
         if recorded is not None:
             with contextlib.suppress(OSError, ValidationError, ValueError, TypeError, AttributeError):
@@ -868,12 +1061,7 @@ def _run_records(dirs: Sequence[Path]) -> tuple[dict[str, dict[str, Any]], dict[
                 continue
             if file.name == "config.json":
                 continue
-            clean = {
-                k: v for k, v in data.items()
-                if not _SECRET_KEY_RE.search(k)
-                and (isinstance(v, (int, float, bool))
-                     or (isinstance(v, str) and not _is_local_path(v) and not os.path.isabs(v)))
-            }
+            clean = _clean_record(data)
             if clean:
                 records[f"{d.name}/{file.name}"] = clean
     return records, config_flat, config_source
@@ -892,6 +1080,8 @@ def _fingerprint(dirs: Sequence[Path], declaration: Declaration, settings: dict[
     for d in dirs:
         d = Path(d).resolve()
         files = [*shard_paths(d), *sorted(d.glob("*.json"))]
+        if _synthetic_run(d) is not None:
+            files.append(d.parent / "run.json")
         for f in files:
             st = f.stat()
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -973,7 +1163,8 @@ def stage(
     targets = parse_mapping(mapping)
     groups_in = _discover(dirs, targets)
     fingerprint = _fingerprint(
-        dirs, declaration, {**settings.model_dump(mode="json"), "map": {k: list(v) for k, v in targets.items()}}
+        dirs, declaration,
+        {**settings.model_dump(mode="json"), "map": {k: list(v) if v else None for k, v in targets.items()}},
     )
     state = _read_state(out)
     if state and state.get("format") == STATE_FORMAT and state.get("fingerprint") == fingerprint and state.get(
@@ -984,6 +1175,7 @@ def stage(
     problems = check_declaration(list(dict.fromkeys(s for s, _ in groups_in)), declaration)
     if problems:
         raise PrivacyError(problems)
+    _check_duplicate_keys(groups_in)
 
     _clear_staged(out)
     (out / STATE_NAME).write_text(json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint,
@@ -1009,6 +1201,7 @@ def stage(
                     if cols is not None:
                         union_keys |= cols[0]
             ids: set[str] = set()
+            owner: dict[str, _Input] = {}
             backends: Counter[str] = Counter()
             members: Counter[str] = Counter()
             degradation = _DegradationSummary()
@@ -1022,12 +1215,15 @@ def stage(
                 overwrite=True,
             ) as writer:
                 samples = (
-                    s
+                    (inp, s)
                     for inp in inputs
                     for s in ShardReader(inp.dir, split=inp.source_split, subset=inp.source_subset,
                                          on_error="raise", decode_images=False)
                 )
-                for s in progress(samples, f"staging {subset}/{split}", total=total, console=console):
+                for inp, s in progress(samples, f"staging {subset}/{split}", total=total, console=console):
+                    if s.key in owner:
+                        raise _duplicate_key_error(s.key, subset, split, owner[s.key], inp)
+                    owner[s.key] = inp
                     where = f"{subset}/{split}/{s.key}"
                     meta = dict(s.meta)
                     for k in union_keys - set(meta):
@@ -1062,6 +1258,10 @@ def stage(
                             acc_iqa = g.iqa.setdefault(label, [0.0, 0])
                             acc_iqa[0] += v
                             acc_iqa[1] += 1
+                    for fact, value in _recorded_facts(meta).items():
+                        counts = g.recorded.setdefault(fact, {})
+                        if value in counts or len(counts) < _MAX_RECORDED_VALUES:
+                            counts[value] = counts.get(value, 0) + 1
                     if meta.get("prompt"):
                         g.prompts += 1
                     if _number(meta.get("n_faces")):
@@ -1115,6 +1315,49 @@ def stage(
                     "staged": staged.to_json()}, indent=1, sort_keys=True) + "\n"
     )
     return staged, False
+
+
+def _duplicate_key_error(key: str, subset: str, split: str, first: _Input, second: _Input) -> BadInputError:
+    """A duplicate key in one published config and split, with the ``--map`` that resolves it."""
+    import shlex
+
+    if first is second:
+        return BadInputError(f"duplicate sample key {key!r} in {subset}/{split}: {first.dir} holds it twice in "
+                             f"{first.source}; run `inscene verify {first.dir}`")
+    # suggest leaving out the copy with fewer members (build-synthetic's HQ-only val beside its degraded copy)
+    drop, keep = (first, second) if _member_count(first) < _member_count(second) else (second, first)
+    return BadInputError(
+        f"duplicate sample key {key!r} in {subset}/{split}: {first.dir} ({first.source}) and {second.dir} "
+        f"({second.source}) both hold it, e.g. build-synthetic's val split and its `inscene degrade` copy. Publish one "
+        f"of them: leave the other out with --map {shlex.quote(f'{drop.dir}:{drop.source}={SKIP}')} (or "
+        f"--map {shlex.quote(f'{keep.dir}:{keep.source}={SKIP}')}), or publish it under another name with "
+        f"--map {shlex.quote(f'{drop.dir}:{drop.source}=CONFIG/SPLIT')}"
+    )
+
+
+def _member_count(inp: _Input) -> int:
+    """Member fields per sample of an input (from its first manifest; 0 without one)."""
+    cols = _manifest_columns(inp.shards[0]) if inp.shards else None
+    return len(cols[1]) if cols is not None else 0
+
+
+def _check_duplicate_keys(groups: dict[tuple[str, str], list[_Input]]) -> None:
+    """Refuse, before copying anything, keys two inputs of one config and split share (from their manifests)."""
+    import pyarrow.parquet as pq
+
+    for (subset, split), inputs in groups.items():
+        if len(inputs) < 2:
+            continue
+        owner: dict[str, _Input] = {}
+        for inp in inputs:
+            for tar in inp.shards:
+                manifest = tar.with_suffix(".parquet")
+                if not manifest.exists():
+                    continue  # checked while staging
+                for key in pq.read_table(manifest, columns=["__key__"]).column(0).to_pylist():
+                    first = owner.setdefault(key, inp)
+                    if first is not inp:
+                        raise _duplicate_key_error(key, subset, split, first, inp)
 
 
 def _check_integrity(inputs: Sequence[_Input], written: Sequence[Path]) -> None:
@@ -1277,6 +1520,109 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+#: The paper's synthetic subset (§4.1, §6.1, Table 1), shown on the card as the paper's, beside what was recorded.
+PAPER_SYNTHETIC = (
+    "InfiniteYou (stage-1 weights, `sim_stage1`) on FLUX.1-dev guided by the anti-blur LoRA; ArcFace similarity "
+    ">= 0.55 to the reference; 12,595 scenes of 1,005 CelebRef-HQ identities generated, 11,266 images of 905 "
+    "identities kept for training and 100 identities (1,329 degraded images) held out for validation"
+)
+
+
+def _merged_recorded(staged: StagedDataset, subset: str = "synthetic") -> dict[str, Counter[str]]:
+    merged: dict[str, Counter[str]] = {}
+    for g in staged.groups:
+        if g.subset == subset:
+            for fact, counts in g.recorded.items():
+                merged.setdefault(fact, Counter()).update(counts)
+    return merged
+
+
+def _values(recorded: dict[str, Counter[str]], fact: str) -> list[str]:
+    return [v for v, _ in recorded.get(fact, Counter()).most_common()]
+
+
+def _codes(values: Sequence[str]) -> str:
+    return " / ".join(f"`{v}`" for v in values)
+
+
+def _generators(staged: StagedDataset, recorded: dict[str, Counter[str]]) -> list[str]:
+    """The generators the synthetic samples record, else the one build-synthetic's run.json names."""
+    run_generator = staged.run_records.get(SYNTHETIC_RUN_RECORD, {}).get("generator")
+    return _values(recorded, "generator") or ([str(run_generator)] if run_generator else [])
+
+
+def _synthetic_description(staged: StagedDataset) -> str:
+    """The synthetic subset's row: the generator and filter its samples record, and the paper's."""
+    rec = _merged_recorded(staged)
+    gens = _generators(staged, rec)
+    embedders, thresholds = _values(rec, "identity_embedder"), _values(rec, "identity_threshold")
+    made = f"generated by {_codes(gens)}" if gens else "generated from prompts (generator not recorded)"
+    kept = (f", kept when the {_codes(embedders)} identity similarity to the reference is >= {' / '.join(thresholds)}"
+            if embedders and thresholds else "")
+    return (f"Full-body scenes of reference identities {made}{kept} (see Construction; the paper's: InfiniteYou on "
+            "FLUX.1-dev, ArcFace >= 0.55, §4.1, §6.1).")
+
+
+def _synthetic_construction(staged: StagedDataset) -> str:
+    """The Construction paragraph of the synthetic subset, from its records, then the paper's settings."""
+    rec = _merged_recorded(staged)
+    run = staged.run_records.get(SYNTHETIC_RUN_RECORD, {})
+    gens = _generators(staged, rec)
+    details = []
+    for fact, label in (("generator_version", "version"), ("generator_stage", "weights"),
+                        ("generator_steps", "steps"), ("generator_guidance", "guidance"),
+                        ("resolution", "resolution"), ("loras", "LoRAs")):
+        values = _values(rec, fact)
+        if values:
+            details.append(f"{label} {' / '.join(values)}")
+    if gens:
+        made = f"generated by {_codes(gens)}" + (f" ({'; '.join(details)})" if details else "")
+    else:
+        made = "generated by a generator the samples do not record"
+    prompts = {"builder": "the seeded prompt builder (two sentences on the subject, two on the background)",
+               "file": "a prompt file (--prompts)"}
+    sources = [prompts.get(v, f"`{v}`") for v in _values(rec, "prompt_source")]
+    text = (f"**Synthetic scenes** (§4.1, §6.1), as this copy's samples record them: {made}"
+            + (f", from {' and '.join(sources)}" if sources else "") + ". ")
+    embedders, thresholds = _values(rec, "identity_embedder"), _values(rec, "identity_threshold")
+    if embedders and thresholds:
+        text += (f"A scene was kept when the {_codes(embedders)} identity similarity of its face to the reference "
+                 f"reached {' / '.join(thresholds)}. ")
+    else:
+        text += "The identity filter (embedder, threshold) is not recorded in the samples. "
+    splits = []
+    for g in sorted((g for g in staged.groups if g.subset == "synthetic"), key=lambda g: _split_rank(g.split)):
+        ids = f"{g.n_identities:,} {'identity' if g.n_identities == 1 else 'identities'}"
+        splits.append(f"{ids} ({g.images:,} image{'' if g.images == 1 else 's'}) in `{g.split}`")
+    if splits:
+        text += "Identity-disjoint splits: " + ", ".join(splits) + ". "
+    if "compose" in gens:
+        text += ("`compose` is the toolkit's offline stand-in (it pastes the reference face into a drawn scene), "
+                 "not the paper's generator. ")
+    if run:
+        keys = ("per_identity", "max_attempts", "val_identities", "seed", "score", "embedder", "threshold")
+        shown = ", ".join(f"{k}={run[k]}" for k in keys if k in run)
+        if shown:
+            text += f"build-synthetic options: {shown}. "
+    text += f"\n\n*The paper's synthetic subset, for reference (not this copy's settings):* {PAPER_SYNTHETIC}.\n"
+    return text
+
+
+def _licences(staged: StagedDataset) -> list[tuple[str, str | None, str | None]]:
+    """The distinct declared ``(license, license_name, license_link)`` of the configs, in config order."""
+    out = []
+    for name in staged.subsets:
+        sub = staged.declaration.subset(name)
+        if sub.license:
+            other = sub.license == "other"
+            out.append((sub.license, sub.license_name if other else None, sub.license_link if other else None))
+    return list(dict.fromkeys(out))
+
+
+#: YAML ``license_name`` when the configs are under different licences (see :func:`card_data`).
+PER_CONFIG_LICENSE = "inscene-per-config-licences"
+
+
 def card_data(staged: StagedDataset) -> Any:
     """The card's YAML metadata as a ``huggingface_hub.DatasetCardData``."""
     import datasets
@@ -1284,8 +1630,7 @@ def card_data(staged: StagedDataset) -> Any:
     from huggingface_hub import DatasetCardData
 
     decl = staged.declaration
-    licenses = list(dict.fromkeys(decl.subset(s).license for s in staged.subsets if decl.subset(s).license))
-    other = next((decl.subset(s) for s in staged.subsets if decl.subset(s).license == "other"), None)
+    licences = _licences(staged)
     total = sum(g.images for g in staged.groups)
     configs = []
     infos = {}
@@ -1303,14 +1648,19 @@ def card_data(staged: StagedDataset) -> Any:
             features=datasets.Features.from_dict(staged.features[subset]), splits=split_dict,
             download_size=sum(staged.group(subset, s).bytes for s in splits),
         )
+    # The Hub shows one licence per repo: a single one as declared; several as `other` pointing at the
+    # card, whose licence table lists each config's (a license_name/link of one config would mislabel the rest).
     extra: dict[str, Any] = {}
-    if other is not None:
-        extra["license_name"] = other.license_name
-        if other.license_link:
-            extra["license_link"] = other.license_link
+    lic: str | None = None
+    if len(licences) == 1:
+        lic, name, link = licences[0]
+        extra.update({k: v for k, v in (("license_name", name), ("license_link", link)) if v})
+    elif licences:
+        lic = "other"
+        extra.update(license_name=PER_CONFIG_LICENSE, license_link="README.md")
     data = DatasetCardData(
         pretty_name=decl.pretty_name,
-        license=licenses[0] if len(licenses) == 1 else licenses,
+        license=lic,
         task_categories=["image-to-image"],
         size_categories=[_size_category(total)],
         language=["en"] if any(g.prompts for g in staged.groups) else None,
@@ -1354,7 +1704,9 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
     rows = []
     for subset in staged.subsets:
         sub = decl.subset(subset)
-        desc = sub.description or SUBSET_INFO.get(subset, {}).get("description") or "(no description declared)"
+        default = _synthetic_description(staged) if subset == "synthetic" else SUBSET_INFO.get(subset, {}).get(
+            "description")
+        desc = sub.description or default or "(no description declared)"
         if sub.source:
             desc += f" Source: {sub.source}."
         rows.append([f"`{subset}`", desc, ", ".join(f"`{s}`" for s in staged.splits(subset)), sub.license or "–"])
@@ -1421,13 +1773,7 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
 
     parts.append("## Construction\n")
     if "synthetic" in present:
-        parts.append(
-            "**Synthetic scenes** (§4.1, §6.1): faces of CelebRef-HQ identities rendered into full-body scenes by "
-            f"InfiniteYou ({cfg.get('synthetic.infiniteyou_stage', 'sim_stage1')} weights) on FLUX.1-dev with the "
-            "anti-blur LoRA, from structured prompts (subject, then background); a scene is kept when the ArcFace "
-            f"similarity to its reference is >= {cfg.get('synthetic.min_identity_similarity', 0.55)}. "
-            f"{cfg.get('synthetic.val_identities', 100)} identities are held out for validation.\n"
-        )
+        parts.append(_synthetic_construction(staged))
     if present & {"real", "nonref", "test-real"}:
         parts.append(
             "**Real photographs** (§6.2, §4.1): shorter side >= "
@@ -1473,6 +1819,12 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
         parts.append(_md_table(["record", "settings"], rows) + "\n")
 
     parts.append("## Licences, consent and privacy\n")
+    if len(_licences(staged)) > 1:
+        parts.append(
+            f"The configs are under different licences (the metadata says `other` / `{PER_CONFIG_LICENSE}`, "
+            "pointing here): each config's licence is the one in this table, and using a config means accepting "
+            "its licence.\n"
+        )
     rows = []
     for subset in staged.subsets:
         sub = decl.subset(subset)

@@ -565,18 +565,24 @@ _SPECS: tuple[ModelSpec, ...] = (
 
 #: Every model the toolkit can use, by name.
 MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+#: Other spellings accepted wherever a model name is (fetch, status, locate), mapped to the
+#: table's name (issue 8 writes ``inscene weights fetch infiniteyou flux-dev``).
+ALIASES: dict[str, str] = {"flux-dev": "flux1-dev"}
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The table entry for ``name``.
+    """The table entry for ``name`` (a :data:`MODELS` name or one of its :data:`ALIASES`).
 
     Raises:
         BadInputError: unknown name; the message lists the known ones.
     """
     try:
-        return MODELS[name]
+        return MODELS[ALIASES.get(name, name)]
     except KeyError:
-        raise BadInputError(f"unknown model '{name}'; known: {', '.join(sorted(MODELS))}") from None
+        aliases = ", ".join(f"{a} = {n}" for a, n in sorted(ALIASES.items()))
+        raise BadInputError(
+            f"unknown model '{name}'; known: {', '.join(sorted(MODELS))} (aliases: {aliases})"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -919,12 +925,14 @@ def format_status(rows: list[WeightStatus]) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("where / missing file -> fetch", overflow="fold")
     for row in rows:
+        aliases = [a for a, n in ALIASES.items() if n == row.name]
+        name = row.name + (f" (alias {', '.join(aliases)})" if aliases else "")
         if row.found:
             state = "[green]embedded[/]" if row.embedded else "[green]found[/]"
-            table.add_row(row.name, row.kind, state, _short_path(row.path))
+            table.add_row(name, row.kind, state, _short_path(row.path))
         else:
             where = ", ".join(dict.fromkeys(_short_path(p) for p in (row.searched or [])))
-            table.add_row(row.name, row.kind, "[red]missing[/]",
+            table.add_row(name, row.kind, "[red]missing[/]",
                           escape(f"{row.missing or ''} -> {row.fetch}" + (f"; looked in: {where}" if where else "")))
     return table
 

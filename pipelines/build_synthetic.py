@@ -357,6 +357,33 @@ class IdentityJournal:
 # ---- stages --------------------------------------------------------------------------------------
 
 
+def preflight_filter(options: SyntheticOptions) -> None:
+    """Check, without loading a model, that the filter's detector and embedder weights are here.
+
+    Each backend is created by name through :mod:`inscene.faces` (which validates the name) and
+    each weight it lists is located as the backend itself would: insightface packs with
+    :func:`~inscene.faces.detectors.insightface_pack_dir`, everything else with
+    :func:`inscene.weights.locate`.
+
+    Raises:
+        BadInputError: an unknown ``--detector`` or ``--embedder``.
+        MissingWeightsError: a missing pack or file, naming it, where it was looked for and the
+            fetch command.
+    """
+    from inscene import weights as W
+    from inscene.faces import create_detector, create_embedder
+    from inscene.faces.detectors import insightface_pack_dir
+
+    for backend in (create_detector(options.filter_detector), create_embedder(options.embedder)):
+        own = {getattr(backend, "pack", None), getattr(backend, "weights_name", None)} - {None}
+        for name in backend.weights:
+            path = getattr(backend, "path", None) if name in own else None
+            if W.get_spec(name).layout == "insightface":
+                insightface_pack_dir(name, path)
+            else:
+                W.locate(name, path)
+
+
 def _filter_models(options: SyntheticOptions) -> tuple[Any, Any, float]:
     from inscene.faces import create_detector, create_embedder
 
@@ -697,6 +724,8 @@ class SyntheticResult:
     attempts: int
     seconds: float
     diversity: dict[str, Any] = field(default_factory=dict)
+    #: discarded generations (all runs) counted by reason, e.g. ``{"no face detected": 3}``.
+    rejections: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -739,6 +768,28 @@ def _retry_failed(out: Path, n_partitions: int) -> int:
     return dropped
 
 
+_BELOW_THRESHOLD = re.compile(r"identity -?[0-9.]+ < (.+)$")
+
+
+def _attempt_rejections(out: Path, n_partitions: int) -> dict[str, int]:
+    """Discarded generations counted by reason, from every committed attempt log (all runs).
+
+    Below-threshold reasons (``identity 0.412 < 0.55 (arcface-antelopev2)``) are counted together
+    as ``identity similarity < 0.55 (arcface-antelopev2)``.
+    """
+    counts: dict[str, int] = {}
+    for p in range(n_partitions):
+        path = Path(out) / "attempts" / f"part-{p:05d}.parquet"
+        if not path.exists():
+            continue
+        rows = pd.read_parquet(path, columns=["accepted", "reason"])
+        for reason in rows.loc[~rows["accepted"].astype(bool), "reason"].astype(str):
+            m = _BELOW_THRESHOLD.match(reason)
+            label = f"identity similarity < {m.group(1)}" if m else reason
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
 def _counts(out: Path, n_partitions: int) -> tuple[int, int, int]:
     """Accepted images (all runs), accepted and attempted in the runs that wrote each log."""
     total = accepted = attempts = 0
@@ -779,6 +830,11 @@ def run_build_synthetic(
 
     Returns:
         A :class:`SyntheticResult`.
+
+    Raises:
+        MissingWeightsError: the generator's or the filter's weights are missing (checked before
+            anything is written to ``out``).
+        BadInputError: bad options or inputs, or ``out`` was started with other options.
     """
     from pipelines.generators import create_generator
 
@@ -788,10 +844,13 @@ def run_build_synthetic(
     out = Path(out)
     sources = discover_identities(identities_root)
     generator = create_generator(options.generator, **options.generator_options)  # validates options
-    generator.preflight()  # missing weights: one line now, not after starting workers
-    out.mkdir(parents=True, exist_ok=True)
+    # Missing weights (generator's or filter's) or a bad prompt file: one line now, before anything
+    # is written to ``out`` (a failed start must not freeze options in run.json) or workers start.
+    generator.preflight()
+    preflight_filter(options)
     if options.prompts_file:
-        load_prompt_file(options.prompts_file)  # fail early on a bad file
+        load_prompt_file(options.prompts_file)
+    out.mkdir(parents=True, exist_ok=True)
     splits = load_or_make_split(out, [s.identity_id for s in sources], options.val_identities, options.seed)
     _check_run(out, options, generator.describe())
     items = [
@@ -855,8 +914,11 @@ def run_build_synthetic(
     diversity = diversity_report(dataset, out / "diversity", tagger=tagger) if dataset.exists() else {}
     accepted = int(identities["accepted"].sum()) if len(identities) else 0
     attempts = int(identities["attempts"].sum()) if len(identities) else 0
-    result = SyntheticResult(out, summary, identities, accepted, attempts, time.perf_counter() - t0, diversity)
+    result = SyntheticResult(out, summary, identities, accepted, attempts, time.perf_counter() - t0, diversity,
+                             _attempt_rejections(out, len(parts)))
     console.print(_summary_table(result, options))
+    if not result.accepted:
+        console.print(_nothing_accepted(result, options), highlight=False, markup=False, soft_wrap=True)
     return result
 
 
@@ -914,9 +976,22 @@ def _summary_table(result: SyntheticResult, options: SyntheticOptions):
     t.add_row("partitions (resumed)", f"{result.summary.partitions} ({result.summary.skipped_partitions})")
     if result.diversity:
         t.add_row("scene tags", f"{result.diversity['distinct_tags']} distinct -> {result.diversity['wordcloud']}")
-    t.add_row("dataset", str(result.out / "dataset"))
-    if (ids["split"] == "val").any():
-        t.add_row("next: val LQ", f"inscene degrade {result.out / 'dataset'} --split val --subset {SUBSET} "
-                  f"--versions 1 --out {result.out / 'val-lq'}")
+    if result.accepted:  # else there is no dataset/ to point at (see _nothing_accepted)
+        t.add_row("dataset", str(result.out / "dataset"))
+        if (ids["split"] == "val").any():
+            t.add_row("next: val LQ", f"inscene degrade {result.out / 'dataset'} --split val --subset {SUBSET} "
+                      f"--versions 1 --out {result.out / 'val-lq'}")
     t.add_row("seconds", f"{result.seconds:.1f}")
     return t
+
+
+def _nothing_accepted(result: SyntheticResult, options: SyntheticOptions) -> str:
+    """The one line printed instead of the dataset and next steps when no image was accepted."""
+    reasons = sorted(result.rejections.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{label} x{count}" for label, count in reasons]
+    parts += [f"identity rejected by {label} x{count}" for label, count in sorted(result.summary.by_reason.items())]
+    line = (f"nothing passed the identity filter: 0 of {result.attempts} generated images accepted"
+            f" ({', '.join(parts) or 'nothing generated'}); no dataset to degrade or publish")
+    if options.generator == "infiniteyou-tiny":
+        line += "; infiniteyou-tiny's random weights draw noise, not faces (a smoke test of the code path)"
+    return line

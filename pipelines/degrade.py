@@ -3,8 +3,15 @@
 Input is a dataset folder of shards (written by inscene) or a folder of images. Every output sample
 carries the HQ (``hq.<ext>``), K LQ versions (``lq0.png`` .. ``lq{K-1}.png``, lossless) and the
 parameters of each (``lq0.json`` ..), plus the usual metadata (:class:`inscene.schema.Sample`, with
-``degradation`` set when K = 1, and columns ``lq_versions``, ``lq_output``, ``lq_params``).
-Validation LQs use K = 1, training LQs K = 5 (§4.1).
+``degradation`` set when K = 1, and columns ``lq_versions``, ``lq_output``, ``lq_params``). A shard
+input's metadata is carried over whole: every field of the input record (a builder's own columns
+such as ``file_id``, ``identity_similarity``, ``tags`` included) is in the output record, with the
+degradation fields updated or added. (As for any shard writer, the samples of one input subset
+must share their metadata keys.)
+
+Versions: K = ``--versions``; without it, the paper's counts (§4.1, :class:`inscene.config.
+DegradationSettings`): five independently degraded versions per image of a ``train`` split, one
+fixed LQ per image of any other split (validation). A preset is one fixed operator: K = 1.
 
 Determinism: version k of sample ``key`` is drawn from seed ``sha256(f"{seed}/{key}/{k}")``, so
 the output depends on the seed, the keys and the options only, not on the order, the partitioning
@@ -21,6 +28,7 @@ parameter summary and PSNR to the input.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,6 +43,7 @@ import numpy as np
 from rich.console import Console
 
 from inscene import imageio
+from inscene.config import DegradationSettings
 from inscene.errors import BadInputError
 from inscene.schema import DegradationParams, Provenance, Sample
 from inscene.stages import Item, Rejection, RunSummary, run_stages
@@ -54,9 +63,13 @@ def version_seed(seed: int, key: str, version: int) -> int:
 
 @dataclass(frozen=True)
 class DegradeOptions:
-    """What to degrade with. Recorded in the output's ``degrade.json``."""
+    """What to degrade with. Recorded in the output's ``degrade.json``.
 
-    versions: int = 1
+    ``versions`` None means "by split" (:meth:`versions_for`); a :class:`DegradeStage` always gets
+    options with the count resolved (:meth:`for_split`).
+    """
+
+    versions: int | None = None
     seed: int = 0
     profile: str = "realesrgan"
     preset: str | None = None
@@ -68,19 +81,32 @@ class DegradeOptions:
         """Raise :class:`BadInputError` on an inconsistent set of options."""
         from inscene.degradations import PRESETS, PROFILES
 
-        if self.versions < 1:
+        if self.versions is not None and self.versions < 1:
             raise BadInputError(f"--versions must be >= 1, got {self.versions}")
         if not 0 <= self.seed < _SEED_LIMIT:
             raise BadInputError(f"--seed must be in [0, 2**53), got {self.seed}")
         if self.preset is not None:
             if self.preset not in PRESETS:
                 raise BadInputError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
-            if self.versions != 1:
+            if self.versions not in (None, 1):
                 raise BadInputError("a preset is one fixed operator: use --versions 1 with --preset")
         elif self.profile not in PROFILES:
             raise BadInputError(f"unknown profile {self.profile!r}; known: {', '.join(PROFILES)}")
         if self.lq_size not in ("gt", "lq"):
             raise BadInputError(f"--lq-size must be 'gt' or 'lq', got {self.lq_size!r}")
+
+    def versions_for(self, split: str) -> int:
+        """LQ versions per image of ``split``: ``versions`` when given, 1 with a preset, else the
+        paper's count for the split (train: 5, other splits: 1; §4.1, ``DegradationSettings``)."""
+        if self.versions is not None:
+            return self.versions
+        if self.preset is not None:
+            return 1
+        return DegradationSettings().versions_for(split)
+
+    def for_split(self, split: str) -> DegradeOptions:
+        """These options with ``versions`` resolved for ``split``."""
+        return dataclasses.replace(self, versions=self.versions_for(split))
 
     def params(self, key: str, version: int) -> DegradationParams:
         """The operator of one version of one sample."""
@@ -230,7 +256,7 @@ class DegradeStage:
         h, w = rgb.shape[:2]
         item.measured["height"], item.measured["width"] = int(h), int(w)
         opts = self.options
-        params = [opts.params(item.key, k) for k in range(opts.versions)]
+        params = [opts.params(item.key, k) for k in range(opts.versions_for(self.split))]
         lqs = apply([rgb] * opts.versions, params, device=opts.device)
         members: dict[str, bytes] = {}
         if ext in ("png", "jpg", "jpeg", "webp"):
@@ -274,7 +300,8 @@ class DegradeStage:
                     seed=self.options.seed,
                 ),
             )
-        meta = sample.to_meta()
+        # Every field of the input record is kept; the record's own fields and ours are updated.
+        meta = {**in_meta, **sample.to_meta()}
         meta.update(
             lq_versions=len(params),
             lq_output=self.options.lq_size,
@@ -368,6 +395,9 @@ def run_degrade(
         raise BadInputError(f"no images found in {inp}")
     out.mkdir(parents=True, exist_ok=True)
     record = {"input": str(inp), **options.__dict__, "partition_size": partition_size}
+    if options.versions is None and options.preset is None:
+        ds = DegradationSettings()
+        record["versions_by_split"] = {"train": ds.train_versions_per_image, "other": ds.val_versions_per_image}
     rec_path = out / "degrade.json"
     if rec_path.exists() and json.loads(rec_path.read_text()) != record:
         raise BadInputError(
@@ -383,9 +413,15 @@ def run_degrade(
 
             client = make_client(cluster)
         for (sp, sub), items in sorted(groups.items()):
-            console.print(f"[bold]inscene degrade[/] {sp}/{sub}: {len(items)} images x {options.versions} "
-                          f"({options.label}) -> {out}")
-            stage = DegradeStage(options, sp, sub)
+            opts = options.for_split(sp)
+            why = ""
+            if options.versions is None and options.preset is None:
+                rule = record["versions_by_split"]
+                why = (f"; §4.1 default for split '{sp}' (train: {rule['train']}, other splits: {rule['other']}), "
+                       "--versions to change")
+            console.print(f"[bold]inscene degrade[/] {sp}/{sub}: {len(items)} images x {opts.versions} "
+                          f"version(s) ({options.label}{why}) -> {out}", highlight=False)
+            stage = DegradeStage(opts, sp, sub)
             summaries[(sp, sub)] = run_stages(
                 [stage], items, out / "decisions" / f"{sp}-{sub}",
                 DegradedShardSink(str(out), sp, sub), partition_size=partition_size, client=client,
@@ -408,19 +444,42 @@ def run_degrade(
 # ---- preview ------------------------------------------------------------------------------------
 
 
+PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def preview_path(image: Path, out: Path | None = None) -> Path:
+    """Where ``--preview IMG`` writes its grid: ``out``, or ``<IMG stem>-preview.png`` in the
+    current folder when no ``--out`` is given.
+
+    Raises:
+        BadInputError: ``out`` is not an image file name (.png, .jpg, .jpeg, .webp).
+    """
+    if out is None:
+        return Path(f"{Path(image).stem}-preview.png")
+    out = Path(out)
+    if out.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise BadInputError(
+            f"--out for --preview is the grid image: give a file name ending in "
+            f"{', '.join(PREVIEW_SUFFIXES)}, got {str(out)!r}"
+        )
+    return out
+
+
 def render_preview(
-    image: Path, out: Path, *, seed: int = 0, profile: str = "realesrgan", draws: int = 4,
+    image: Path, out: Path | None = None, *, seed: int = 0, profile: str = "realesrgan", draws: int = 4,
     tile: int = 384, spatial_blur: bool = False,
 ) -> Path:
     """Write a grid: the input, d1–d4 and ``draws`` random draws, each with its parameters.
 
     The input is resized so its longer side is ``tile`` px and degraded at that size, so every
-    tile shows the degradation 1:1 (the LQs are resized back to the input size).
+    tile shows the degradation 1:1 (the LQs are resized back to the input size). ``out`` defaults
+    to ``<image stem>-preview.png`` in the current folder (:func:`preview_path`).
     """
     from PIL import Image, ImageDraw, ImageFont
 
     from inscene.degradations import apply, describe, preset, sample_params
 
+    out = preview_path(image, out)
     rgb = imageio.decode_image(image)
     h, w = rgb.shape[:2]
     s = tile / max(h, w)
@@ -456,7 +515,6 @@ def render_preview(
                 line = "  " + line[cut:].lstrip()
             lines.append(line)
         draw.multiline_text((x0 + 4, y0 + size[1] + 3), "\n".join(lines[:8]), fill="black", font=font, spacing=2)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return out

@@ -14,7 +14,8 @@ Output (``--out DIR``, a dataset folder)::
     DIR/test/real-NNNNN.tar         one sample per capture: lq.png (or lq.jpg) + json metadata
     DIR/identities/refs-NNNNN.tar   one sample per reference image: ref.png + json metadata
     DIR/index.json, *.parquet       manifests (shards.py)
-    DIR/develop-raw.json            the run's settings and input folders (a rerun must match them)
+    DIR/develop-raw.json            the run's settings and input folders (a rerun must match them;
+                                    pseudonymised: a keyed digest of them and the salt's fingerprint)
     DIR/decisions/{test-real,identities-refs}/decisions/part-*.parquet   the run's log: one row per
                                     file, accepted or rejected with its reason and measured values
 
@@ -24,6 +25,13 @@ capture metadata (make, model, ISO, exposure, aperture, focal length, time; neve
 development parameters and the decoder, provenance (sha256 of the RAW), and the faces found
 (boxes, landmarks) so the evaluator can score face regions later. A capture without a detectable
 face is kept, flagged ``no_face``.
+
+**Publishing** (``inscene publish``) needs pseudonymous identities: ``--pseudonymise --salt-file
+FILE`` does what filter-real's does (same HMAC-SHA256 and salt, :class:`pipelines.inputs.Pseudonymiser`):
+``identity_id`` is ``id-`` + 16 hex digits of the capture folder's name, sample keys are HMACs of
+the file's path below CAPTURES (references: ``ref-`` + the HMAC of the path below REFS), and
+``source`` is ``pseudonymised:<key>``, in the shards and in the decision logs alike. The salt is
+never written anywhere; keep it outside the output folder.
 
 Identity references are stored once, in their own split (``identities``), referenced by
 ``identity_id``. HF ``datasets`` infers one set of features per ``load_dataset`` call from the first
@@ -60,6 +68,7 @@ from inscene.config import InsceneConfig, RawSettings
 from inscene.errors import BadInputError
 from inscene.schema import Provenance, Sample
 from inscene.stages import Item, Rejection, RunSummary, run_stages
+from pipelines.inputs import Pseudonymiser
 
 TEST_SPLIT = "test"
 TEST_SUBSET = "real"
@@ -83,7 +92,8 @@ class Plan:
     """What a run will process, found by scanning the input folders.
 
     Attributes:
-        captures: one item per capture file (``item.data``: identity, rel, group).
+        captures: one item per capture file (``item.data``: path, identity, rel, group; ``rel`` is the
+            published ``source``).
         refs: one item per reference image of an identity that has captures.
         ignored: files skipped without a decision (not RAW / not an image, hidden files).
         unused_groups: ``--groups`` entries that matched no capture.
@@ -142,8 +152,15 @@ def _visible_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def plan_inputs(captures: Path, refs: Path, groups: dict[str, str] | None = None) -> Plan:
+def plan_inputs(
+    captures: Path, refs: Path, groups: dict[str, str] | None = None, pseudonymiser: Pseudonymiser | None = None
+) -> Plan:
     """Scan ``CAPTURES/<identity>/`` and ``REFS/<identity>/`` into work items (sorted, so reruns resume).
+
+    With a ``pseudonymiser`` (``--pseudonymise``, the same HMAC scheme as filter-real's): identity
+    ids are ``id-`` pseudonyms of the capture folder names, keys are HMACs of the file's path
+    relative to its root (references: ``ref-`` + that), and the recorded source is
+    ``pseudonymised:<key>``, so no folder or file name reaches the shards or the decision logs.
 
     Raises:
         BadInputError: a missing folder, no capture at all, or two folders with the same identity id.
@@ -169,15 +186,17 @@ def plan_inputs(captures: Path, refs: Path, groups: dict[str, str] | None = None
     keys: set[str] = set()
     for path in _visible_files(captures):  # files outside identity folders: rejected, not lost
         if path.suffix.lower() in RAW_SUFFIXES:
-            item = Item(key=_unique(_key_part(path.stem), keys), source=str(path))
-            item.data.update(identity="", rel=path.name, group="", problem="capture is not inside an identity folder")
+            item = _item(path, path.name, _key_part(path.stem), keys, pseudonymiser)
+            item.data.update(identity="", group="", problem="capture is not inside an identity folder")
             plan.captures.append(item)
         else:
             plan.ignored.append(path.name)
     capture_ids: dict[str, str] = {}
+    published: dict[str, str] = {}  # identity key -> identity_id written to the samples
     for folder in sorted(p for p in captures.iterdir() if p.is_dir() and not p.name.startswith(".")):
         ident = identity_of(folder.name)
         capture_ids[ident] = folder.name
+        published[ident] = pseudonymiser.identity(folder.name) if pseudonymiser is not None else ident
         for path in _visible_files(folder):
             rel = f"{folder.name}/{path.name}"
             if path.suffix.lower() not in RAW_SUFFIXES:
@@ -190,8 +209,8 @@ def plan_inputs(captures: Path, refs: Path, groups: dict[str, str] | None = None
                     used.add(path.name)
             else:
                 used.add(rel)
-            item = Item(key=_unique(f"{ident}_{_key_part(path.stem)}", keys), source=str(path))
-            item.data.update(identity=ident, rel=rel, group=group or "")
+            item = _item(path, rel, f"{ident}_{_key_part(path.stem)}", keys, pseudonymiser)
+            item.data.update(identity=published[ident], group=group or "")
             plan.captures.append(item)
     if not plan.captures:
         raise BadInputError(f"no RAW captures found under {captures} (expected CAPTURES/<identity>/*.dng)")
@@ -215,12 +234,37 @@ def plan_inputs(captures: Path, refs: Path, groups: dict[str, str] | None = None
             if path.suffix.lower() not in REF_SUFFIXES:
                 plan.ignored.append(f"refs/{rel}")
                 continue
-            item = Item(key=_unique(f"{ident}_ref_{_key_part(path.stem)}", ref_keys), source=str(path))
-            item.data.update(identity=ident, rel=rel, ref_index=index)
+            item = _item(path, rel, f"{ident}_ref_{_key_part(path.stem)}", ref_keys, pseudonymiser, prefix="ref-")
+            item.data.update(identity=published[ident], ref_index=index)
             index += 1
             plan.refs.append(item)
     plan.unused_groups = sorted(set(groups) - used)
     return plan
+
+
+def _item(path: Path, rel: str, key: str, seen: set[str], pseudonymiser: Pseudonymiser | None,
+          prefix: str = "") -> Item:
+    """A work item for ``path`` (``rel``: its path relative to its root), pseudonymised when asked.
+
+    Pseudonymised as filter-real does it (:func:`pipelines.inputs.list_inputs`): the key is the HMAC
+    of ``rel`` and the recorded source ``pseudonymised:<key>``; the real path stays in ``data["path"]``.
+    """
+    if pseudonymiser is None:
+        item = Item(key=_unique(key, seen), source=str(path))
+        item.data.update(path=str(path), rel=rel)
+        return item
+    key = _unique(prefix + pseudonymiser.key(rel), seen)
+    label = f"pseudonymised:{key}"
+    item = Item(key=key, source=label)
+    item.data.update(path=str(path), rel=label)
+    return item
+
+
+def _reason(exc: Any, item: Item) -> str:
+    """A decode error as a decision-log reason; the file's real path never appears in it (pseudonymised runs)."""
+    text = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
+    path = item.data.get("path", item.source)
+    return text.replace(path, item.source) if path != item.source else text
 
 
 def _unique(key: str, seen: set[str]) -> str:
@@ -269,10 +313,9 @@ class DevelopStage:
 
         t0 = time.perf_counter()
         try:
-            dev = develop_file(item.source, self.settings, max_pixels=self.max_pixels)
+            dev = develop_file(item.data.get("path", item.source), self.settings, max_pixels=self.max_pixels)
         except RawDecodeError as exc:
-            return Rejection(self.name, f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason,
-                             {"reject_reason": exc.reason})
+            return Rejection(self.name, _reason(exc, item), {"reject_reason": exc.reason})
         item.measured.update(
             develop_seconds=round(time.perf_counter() - t0, 4),
             file_bytes=dev.file_bytes,
@@ -311,11 +354,10 @@ class ReferenceStage:
 
     def __call__(self, item: Item) -> Item | Rejection:
         try:
-            data, _ = imageio.read_source(item.source)
+            data, _ = imageio.read_source(item.data.get("path", item.source))
             rgb = imageio.decode_image(data, max_pixels=self.max_pixels)
         except imageio.ImageDecodeError as exc:
-            return Rejection(self.name, f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason,
-                             {"reject_reason": exc.reason})
+            return Rejection(self.name, _reason(exc, item), {"reject_reason": exc.reason})
         item.data.update(rgb=rgb, sha256=imageio.sha256_bytes(data))
         item.measured.update(file_bytes=len(data), height=int(rgb.shape[0]), width=int(rgb.shape[1]))
         item.backends["decoder"] = "pillow"
@@ -469,6 +511,9 @@ def _check_record(out: Path, record: dict[str, Any]) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = None
+        if isinstance(old, dict) and old.get("salt_fingerprint") != record.get("salt_fingerprint"):
+            raise BadInputError(f"{out} holds a run made with a different pseudonymisation salt (or none); "
+                                "use the same salt or another --out")
         if old != record:
             raise BadInputError(f"{out} holds a run with other inputs or settings ({path}); use a new --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -488,6 +533,8 @@ def run_develop_raw(
     partition_size: int = DEFAULT_PARTITION_SIZE,
     cluster: Any = None,
     console: Console | None = None,
+    pseudonymise: bool = False,
+    salt: bytes | None = None,
 ) -> DevelopRawResult:
     """Develop ``CAPTURES/<identity>/*`` with references ``REFS/<identity>/*`` into a test split.
 
@@ -501,9 +548,15 @@ def run_develop_raw(
         partition_size: files per partition (= per shard, and the unit of parallel work).
         cluster: ``ClusterOptions`` to run on Dask workers; None runs in this process.
         console: where to print progress and the summary.
+        pseudonymise: publishable identities (``--pseudonymise``, as filter-real): identity ids,
+            keys and sources become HMAC-SHA256 pseudonyms (see :func:`plan_inputs`); the run
+            record keeps only a keyed digest of the input folders and ``--groups`` and the salt's
+            fingerprint, never the salt.
+        salt: the pseudonymisation secret (required with ``pseudonymise``).
 
     Raises:
-        BadInputError: missing folders, no captures, or ``out`` holding a run with other settings.
+        BadInputError: missing folders, no captures, no salt with ``pseudonymise``, or ``out``
+            holding a run with other settings or another salt.
     """
     console = console or Console()
     config = config or InsceneConfig()
@@ -517,13 +570,21 @@ def run_develop_raw(
     for folder in (captures, refs):
         if folder.is_dir() and out.resolve() == folder.resolve():
             raise BadInputError("--out must differ from the input folders")
+    pseudonymiser = None
+    if pseudonymise:
+        if salt is None:
+            raise BadInputError("--pseudonymise needs a salt (--salt-file or $INSCENE_PSEUDONYM_SALT)")
+        pseudonymiser = Pseudonymiser(salt)
     group_tags = load_groups(groups) if groups else {}
-    plan = plan_inputs(captures, refs, group_tags)
+    plan = plan_inputs(captures, refs, group_tags, pseudonymiser)
     t0 = time.perf_counter()
+    inputs: dict[str, Any] = {"captures": str(captures.resolve()), "refs": str(refs.resolve()), "groups": group_tags}
+    if pseudonymiser is not None:  # folder and file names may name people: a keyed digest only
+        digest = pseudonymiser.digest("develop-raw-inputs", json.dumps(inputs, sort_keys=True))
+        inputs = {k: "<pseudonymised>" for k in inputs} | {"inputs_digest": digest,
+                                                           "salt_fingerprint": pseudonymiser.fingerprint}
     record = {
-        "captures": str(captures.resolve()),
-        "refs": str(refs.resolve()),
-        "groups": group_tags,
+        **inputs,
         "detector": detector,
         "partition_size": partition_size,
         "settings": {k: v for k, v in config.flat().items() if k.startswith(("raw.", "imageio."))},
@@ -544,7 +605,7 @@ def run_develop_raw(
             plan.refs, out / "decisions" / f"{ID_SPLIT}-{ID_SUBSET}", ShardSink(str(out), ID_SPLIT, ID_SUBSET),
             partition_size=partition_size, client=client, description="references",
         )
-        _gate_identities(plan, ref_summary, refs)
+        _gate_identities(plan, ref_summary, refs, show_paths=pseudonymiser is None)
         console.print(f"[bold]inscene develop-raw[/] {len(plan.captures)} captures -> {out}/{TEST_SPLIT}")
         cap_summary = run_stages(
             [
@@ -570,8 +631,11 @@ def run_develop_raw(
     return result
 
 
-def _gate_identities(plan: Plan, refs: RunSummary, refs_root: Path) -> None:
-    """Mark captures whose identity has no usable reference (they become rejection rows)."""
+def _gate_identities(plan: Plan, refs: RunSummary, refs_root: Path, *, show_paths: bool = True) -> None:
+    """Mark captures whose identity has no usable reference (they become rejection rows).
+
+    ``show_paths=False`` (pseudonymised runs) keeps the reference folder's name out of the reason.
+    """
     df = refs.decisions
     usable: dict[str, int] = {}
     rejected: dict[str, int] = {}
@@ -592,8 +656,10 @@ def _gate_identities(plan: Plan, refs: RunSummary, refs_root: Path) -> None:
                     f"identity {ident!r} has no usable reference image ({rejected[ident]} rejected, see the "
                     f"{ID_SPLIT}-{ID_SUBSET} decision log)"
                 )
-            else:
+            elif show_paths:
                 item.data["problem"] = f"identity {ident!r} has no reference images in {refs_root / ident}"
+            else:
+                item.data["problem"] = f"identity {ident!r} has no reference images in --refs"
 
 
 def _summary_table(result: DevelopRawResult) -> Table:
@@ -610,7 +676,8 @@ def _summary_table(result: DevelopRawResult) -> Table:
     table.add_row("references stored", str(s["references"]))
     table.add_row("references rejected", str(s["references_rejected"]))
     for source, stage, reason in result.rejections():
-        table.add_row(f"  {Path(source).parent.name}/{Path(source).name}", f"{stage}: {reason}")
+        where = source if source.startswith("pseudonymised:") else f"{Path(source).parent.name}/{Path(source).name}"
+        table.add_row(f"  {where}", f"{stage}: {reason}")
     if result.plan.ignored:
         table.add_row("ignored (not RAW / not an image)", ", ".join(result.plan.ignored[:8])
                       + (" ..." if len(result.plan.ignored) > 8 else ""))

@@ -7,7 +7,9 @@ longer dimension, the same three IQA thresholds).
 Stages, in order (each row of the decision log names the first one that rejected it):
 
 ``decode``   read the bytes (file, URL, tar member), sha256, safe decode (bomb guard, EXIF
-             orientation); every broken input is rejected here with its reason.
+             orientation); every broken input is rejected here with its reason (a short code such
+             as ``unreadable`` or ``truncated``, which the report groups by) and its detail in
+             ``m.decode_detail`` (e.g. ``FileNotFoundError: ...`` or ``PermissionError: ...``).
 ``size``     Stage 1: shorter side >= 1000 px (gallery) or >= 1024 px (cc12m).
 ``faces``    Stage 1: resize so min(H, W) = 1024, detect faces (YOLO-face when its weights are found,
              the embedded dlib detector otherwise), keep one (largest by default) and crop a
@@ -24,7 +26,8 @@ Stages, in order (each row of the decision log names the first one that rejected
 Outputs in ``--out``: ``dataset/`` (WebDataset shards + parquet manifests, one shard per
 partition), ``decisions/part-NNNNN.parquet`` (one row per input, every measured value),
 ``report.md``/``report.html`` with ``funnel.png`` and ``histograms.png``, ``run.json`` (settings,
-backends, counts). Reruns of the same command skip committed partitions.
+backends, counts, and the working directory relative sources are relative to). Reruns of the same
+command skip committed partitions.
 
 Blur thresholds (Laplacian variance of the 8-bit gray image, OpenCV ``ksize=1``; the face region
 first downscaled to at most 256 px). The paper names the measure but not its threshold. Measured by
@@ -52,7 +55,10 @@ a stand-in, never the paper's criterion, and is recorded as ``m.iqa = "piqe"`` o
 Rethreshold (``--rethreshold LOG``): decisions are re-made from the logged values with new
 thresholds (no detection, no IQA). Accepted samples are copied from the first run's shards when
 they are there, and re-made from their sources otherwise (decode, the logged resize and crop,
-encode: byte-identical to what the first run would have written). A row whose deciding value was
+encode: byte-identical to what the first run would have written); relative sources are resolved
+against the first run's working directory (``cwd`` in its ``run.json``), so this works from any
+folder, and a source that cannot be read any more is one ``decode`` row ("rethreshold: <reason>",
+detail in ``m.decode_detail``), never the end of the run. A row whose deciding value was
 never measured (e.g. Stage 3 scores of an image Stage 2 rejected, unless the first run used
 ``--measure-all``) stays rejected with reason "not measured ...".
 """
@@ -293,8 +299,9 @@ class DecodeStage:
             else:
                 rgb, info = decode_for_crop(data, self.crop, self.max_pixels, ref.source)
                 h, w = info.height, info.width
-        except ImageDecodeError as exc:
-            return Rejection(self.name, exc.reason)
+        except ImageDecodeError as exc:  # the short reason groups the funnel; the detail says what happened
+            detail = _safe_detail(exc.detail, ref.label)
+            return Rejection(self.name, exc.reason, {"decode_detail": detail} if detail else {})
         del data
         item.measured["height"], item.measured["width"] = int(h), int(w)
         item.backends["decoder"] = _decoder_name()
@@ -305,6 +312,19 @@ class DecodeStage:
             url = side.get("json", {}).get("url")
             item.meta["url"] = url if isinstance(url, str) else ""
         return item
+
+
+def _safe_detail(detail: str, label: str) -> str:
+    """What the decision log keeps of a decode failure's detail (``m.decode_detail``).
+
+    The detail as is (``FileNotFoundError: [Errno 2] ...``, ``member ends after ...``), except for
+    pseudonymised inputs (``label`` a pseudonym): an OS error there names the path, so only its
+    exception type is kept.
+    """
+    if not label.startswith("pseudonymised:"):
+        return detail
+    head = detail.split(":", 1)[0]
+    return head if head.isidentifier() else detail
 
 
 def _decoder_name() -> str:
@@ -847,6 +867,8 @@ def run_filter_real(
         "iqa_is_paper": iqa == "paper",
         "config": config.flat(),
         "inputs": [os.fspath(i) if not options.pseudonymise else "<pseudonymised>" for i in inputs],
+        # relative sources in the log are relative to this folder (--rethreshold from elsewhere needs it)
+        "cwd": None if options.pseudonymise else os.getcwd(),
         "n_inputs": len(listed),
     }
     _write_json(out / RUN_JSON, run_doc)
@@ -1071,17 +1093,38 @@ def _old_shard_members(run: Path, split: str, subset: str, partition: int, field
     return {k: (images[k], metas[k]) for k in images if k in metas}
 
 
-def _ref_from_source(source: str, cache: dict[str, list[InputRef]]) -> InputRef:
-    """An InputRef for a logged source (a file, URL or ``<tar>#<member>``)."""
+def resolve_source(source: str, cwd: str | None) -> str:
+    """A logged local path made usable from any working directory: a relative one is joined to
+    ``cwd`` (the first run's, from its ``run.json``); URLs, absolute paths and runs that recorded
+    no ``cwd`` (older or pseudonymised ones) keep the path as logged."""
+    if cwd is None or "://" in source or os.path.isabs(source):
+        return source
+    return os.path.join(cwd, source)
+
+
+def _ref_from_source(source: str, cache: dict[str, list[InputRef] | str], cwd: str | None = None) -> InputRef:
+    """An InputRef for a logged source (a file, URL or ``<tar>#<member>``), relative paths resolved
+    against the first run's working directory ``cwd``.
+
+    Raises:
+        ImageDecodeError: ``unreadable`` for a tar that cannot be listed (once per tar: ``cache``
+            keeps the message) or a member that is not in it.
+    """
     if "#" in source and source.split("#", 1)[0].lower().endswith(".tar"):
-        tar = source.split("#", 1)[0]
+        tar, member = source.split("#", 1)
         if tar not in cache:
-            cache[tar] = list_inputs([tar], identity_from="none")
-        for r in cache[tar]:
-            if r.source == source:
+            try:
+                cache[tar] = list_inputs([resolve_source(tar, cwd)], identity_from="none")
+            except BadInputError as exc:
+                cache[tar] = str(exc)
+        listed = cache[tar]
+        if isinstance(listed, str):
+            raise ImageDecodeError("unreadable", source, listed)
+        for r in listed:
+            if r.source.split("#", 1)[1] == member:
                 return r
         raise ImageDecodeError("unreadable", source, "member not found in its tar")
-    return InputRef(key="", source=source, label=source)
+    return InputRef(key="", source=resolve_source(source, cwd), label=source)
 
 
 def replay(ref: InputRef, m: dict[str, Any], crop: int, max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -1178,7 +1221,8 @@ def run_rethreshold(
     _write_json(out / RUN_JSON, {**first, "options": options.to_json(), "rethreshold_of": str(run.resolve()),
                                  "fingerprint": fingerprint})
     sink = ShardSink(str(out / DATASET_DIR), options.split, options.subset, encode.field)
-    tar_cache: dict[str, list[InputRef]] = {}
+    tar_cache: dict[str, list[InputRef] | str] = {}
+    cwd = first.get("cwd")
     copied = remade = 0
     from inscene.stages import decision_path
 
@@ -1205,10 +1249,15 @@ def run_rethreshold(
                         elif str(row["source"]).startswith("pseudonymised:"):
                             raise ImageDecodeError("unreadable", key, "pseudonymised source: pass the inputs and salt")
                         else:
-                            ref = _ref_from_source(str(row["source"]), tar_cache)
+                            ref = _ref_from_source(str(row["source"]), tar_cache, cwd)
                         crop, extra = replay(ref, m, config.real_filter.crop_size, config.imageio.max_pixels)
-                    except ImageDecodeError as exc:
-                        rows.loc[idx, ["accepted", "stage", "reason"]] = [False, "decode", f"rethreshold: {exc.reason}"]
+                    except BadInputError as exc:  # one unreadable source is one rejected row, never the run
+                        reason = exc.reason if isinstance(exc, ImageDecodeError) else "unreadable"
+                        detail = exc.detail if isinstance(exc, ImageDecodeError) else str(exc)
+                        rows.loc[idx, ["accepted", "stage", "reason"]] = [False, "decode", f"rethreshold: {reason}"]
+                        if "m.decode_detail" not in rows:
+                            rows["m.decode_detail"] = None
+                        rows.loc[idx, "m.decode_detail"] = _safe_detail(detail, str(row["source"]))
                         continue
                     image = imageio.encode_image(crop, encode.fmt, quality=encode.quality)
                     meta = encode.meta(key, str(row["source"]), m, json.loads(row["backends"]), extra, crop.shape)

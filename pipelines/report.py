@@ -62,14 +62,32 @@ def funnel_counts(decisions: pd.DataFrame) -> dict[str, int]:
     return out
 
 
+#: The measured column holding what exactly failed behind a short decode reason (see filter_real).
+DETAIL_COLUMN = "m.decode_detail"
+
+
+def _first_detail(values: pd.Series, limit: int = 160) -> str:
+    text = " ".join(next((v for v in values if isinstance(v, str) and v), "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def rejections(decisions: pd.DataFrame) -> pd.DataFrame:
-    """Rejected rows counted per stage and reason (errors included), in pipeline order."""
+    """Rejected rows counted per stage and reason (errors included), in pipeline order.
+
+    Rows are grouped by their short reason (``unreadable``, ``truncated`` ...); when the log has
+    :data:`DETAIL_COLUMN`, an ``example`` column shows the first row's detail of each group (e.g.
+    ``FileNotFoundError: ...``), so the table stays one line per reason and still says what failed.
+    """
     rej = decisions[~decisions["accepted"].astype(bool)]
     if rej.empty:
         return pd.DataFrame(columns=["stage", "reason", "count"])
-    counts = rej.groupby(["stage", "reason"], dropna=False).size().reset_index(name="count")
+    groups = rej.groupby(["stage", "reason"], dropna=False, sort=False)
+    counts = groups.size().reset_index(name="count")
+    if DETAIL_COLUMN in rej:
+        examples = groups[DETAIL_COLUMN].agg(_first_detail).reset_index(name="example")
+        counts = counts.merge(examples, on=["stage", "reason"], how="left")
     counts["_rank"] = counts["stage"].map(_rank)
-    return counts.sort_values(["_rank", "count"], ascending=[True, False]).drop(columns="_rank")
+    return counts.sort_values(["_rank", "count"], ascending=[True, False], kind="stable").drop(columns="_rank")
 
 
 def _plot_funnel(funnel: dict[str, int], path: Path) -> None:
@@ -191,7 +209,11 @@ def write_report(
         funnel_rows.append([label, v, left])
         previous = v
     rej = rejections(decisions)
+    rej_header = ["stage", "reason", "count"]
     rej_rows = [[r.stage, r.reason, r.count] for r in rej.itertuples()]
+    if "example" in rej and rej["example"].astype(bool).any():
+        rej_header.append("example detail")
+        rej_rows = [row + [ex] for row, ex in zip(rej_rows, rej["example"].fillna(""), strict=True)]
     thr_rows = [[k, v] for k, v in sorted(thresholds.items())]
     errors = int(decisions["error"].fillna(False).astype(bool).sum()) if "error" in decisions else 0
 
@@ -199,7 +221,7 @@ def write_report(
           f"- inputs: {funnel['input']}, written: {funnel['written']}, errors: {errors}", "",
           "## Funnel", "", _md_table(["step", "images", "rejected"], funnel_rows), "",
           "![funnel](funnel.png)", "", "## Rejections by stage and reason", "",
-          _md_table(["stage", "reason", "count"], rej_rows) if rej_rows else "(none)", "",
+          _md_table(rej_header, rej_rows) if rej_rows else "(none)", "",
           "## Thresholds", "", _md_table(["threshold", "value"], thr_rows), ""]
     if "histograms" in paths:
         md += ["## Scores", "", "![histograms](histograms.png)", ""]
@@ -214,7 +236,7 @@ def write_report(
             f"<li>inputs: {funnel['input']}, written: {funnel['written']}, errors: {errors}</li>", "</ul>",
             "<h2>Funnel</h2>", _html_table(["step", "images", "rejected"], funnel_rows),
             '<p><img src="funnel.png" alt="funnel"></p>', "<h2>Rejections by stage and reason</h2>",
-            _html_table(["stage", "reason", "count"], rej_rows) if rej_rows else "<p>(none)</p>",
+            _html_table(rej_header, rej_rows) if rej_rows else "<p>(none)</p>",
             "<h2>Thresholds</h2>", _html_table(["threshold", "value"], thr_rows)]
     if "histograms" in paths:
         body += ["<h2>Scores</h2>", '<p><img src="histograms.png" alt="score histograms"></p>']

@@ -8,7 +8,9 @@ contrastive loss (Eq. 1). Stage II consumes Z_face; q exists for training and an
 Architecture (the paper gives the block type and Z_face's width, not the depth or widths: ours):
 a stack of 3x3 Conv + BatchNorm + LeakyReLU blocks; the default has one stride-2 block, so the
 encoder's total stride is 2 and a 16 px face (the smallest usable one, §9.3) gives an 8x8 Z_face,
-which MapNet's stride-2 patch embedding turns into the 4x4 grid of its finest tokens. The encoder
+which MapNet's stride-2 patch embedding turns into the 4x4 grid of its finest tokens. A larger
+total stride raises the smallest usable face to 8 x stride (:attr:`FadexConfig.min_face_px`; 32 px
+for the CPU recipe's stride 4): the restorer's Stage I and its training follow it. The encoder
 is fully convolutional, hence resolution-agnostic (§8.3); inputs are pairs in [0, 1], mapped to
 [-1, 1] inside.
 
@@ -29,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inscene.errors import BadInputError
+from restorer.mapnet import MIN_ZFACE_SIDE
 
 __all__ = ["FadexConfig", "FaDeX", "FadexOutput", "pair_tensor", "CONFIG_NAME", "WEIGHTS_NAME"]
 
@@ -85,6 +88,13 @@ class FadexConfig:
         """Input pixels per Z_face cell (per side)."""
         return int(np.prod(self.strides))
 
+    @property
+    def min_face_px(self) -> int:
+        """Smallest face crop side Stage II can use with this encoder: MapNet needs an 8x8 Z_face,
+        so 8 x the total stride, and never below the paper's 16 px (§9.3); 16 for the default
+        (stride 2), 32 for a stride-4 encoder such as the CPU recipe's."""
+        return max(MIN_INPUT, MIN_ZFACE_SIDE * self.total_stride)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
         d = asdict(self)
@@ -99,6 +109,22 @@ class FadexConfig:
         if unknown:
             raise BadInputError(f"unknown FaDeX config keys: {sorted(unknown)}")
         return cls(**d)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> FadexConfig:
+        """The config of a checkpoint folder (or of its ``.safetensors`` file, config beside it),
+        without loading the weights."""
+        path = Path(path)
+        weights = path / WEIGHTS_NAME if path.is_dir() else path
+        if not weights.is_file():
+            raise BadInputError(f"no FaDeX weights at {weights}")
+        cfg_path = weights.with_name(CONFIG_NAME)
+        if not cfg_path.is_file():
+            raise BadInputError(f"no FaDeX config beside the weights: {cfg_path}")
+        try:
+            return cls.from_dict(json.loads(cfg_path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise BadInputError(f"bad FaDeX config {cfg_path}: {exc}") from exc
 
 
 @dataclass
@@ -203,16 +229,7 @@ class FaDeX(nn.Module):
 
         path = Path(path)
         weights = path / WEIGHTS_NAME if path.is_dir() else path
-        cfg_path = weights.with_name(CONFIG_NAME)
-        if not weights.is_file():
-            raise BadInputError(f"no FaDeX weights at {weights}")
-        if not cfg_path.is_file():
-            raise BadInputError(f"no FaDeX config beside the weights: {cfg_path}")
-        try:
-            config = FadexConfig.from_dict(json.loads(cfg_path.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise BadInputError(f"bad FaDeX config {cfg_path}: {exc}") from exc
-        model = cls(config)
+        model = cls(FadexConfig.from_pretrained(path))  # checks that the weights and config exist
         try:
             state = load_file(str(weights), device=map_location)
         except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds

@@ -7,8 +7,9 @@ one-step SD-Turbo which restores the whole scene (§3.2, §7.2).
 
 One call, :meth:`Face2Scene.restore`, takes a degraded scene (and the identity's references) and
 returns the restored scene with a record of what was done. When Stage I finds no usable face (none,
-or smaller than 16 px, §9.3), the scene is restored without degradation tokens (text tokens only,
-the Table 3 "no degradation extraction" conditioning) and the result says so.
+or smaller than the FaDeX can encode into MapNet's 8x8 minimum: 16 px, §9.3, or 8 x the FaDeX's
+total stride when that is larger), the scene is restored without degradation tokens (text tokens
+only, the Table 3 "no degradation extraction" conditioning) and the result says so.
 
 Checkpoints (:func:`save_checkpoint` / :meth:`Face2Scene.from_checkpoint`) are one safetensors
 file holding only what training produced or needs besides the public base model: the LoRA weights
@@ -134,7 +135,8 @@ class Face2Scene(nn.Module):
         onestep: the one-step SD-Turbo restorer.
         mapnet: MapNet (None or ``num_tokens == 0``: no degradation tokens, the Table 3 ablation).
         fadex: the frozen FaDeX encoder (needed when MapNet is used).
-        stage1: a :class:`restorer.stage1.Stage1` (needed to restore with degradation tokens).
+        stage1: a :class:`restorer.stage1.Stage1` (needed to restore with degradation tokens); its
+            ``min_face_px`` is raised to :attr:`min_face_px` when lower.
         cfg_scale: default guidance scale (1.10, §7.2).
         base: name or folder of the SD-Turbo base (recorded in checkpoints).
     """
@@ -164,6 +166,8 @@ class Face2Scene(nn.Module):
         if fadex is not None:
             fadex.eval().requires_grad_(False)
         self.stage1 = stage1
+        if stage1 is not None and self.num_tokens > 0:
+            stage1.min_face_px = max(int(stage1.min_face_px), self.min_face_px)
         self.cfg_scale = float(cfg_scale)
         self.base = str(base)
         rs = RestorerSettings()
@@ -172,6 +176,14 @@ class Face2Scene(nn.Module):
     @property
     def num_tokens(self) -> int:
         return 0 if self.mapnet is None else self.mapnet.num_tokens
+
+    @property
+    def min_face_px(self) -> int:
+        """Smallest usable face crop side: the configured one (16 px, §9.3), raised to what the FaDeX
+        needs for an 8x8 Z_face (:attr:`restorer.fadex.FadexConfig.min_face_px`)."""
+        base = RestorerSettings().min_face_px
+        fadex_cfg = getattr(self.fadex, "config", None)
+        return max(base, fadex_cfg.min_face_px) if fadex_cfg is not None else base
 
     def train(self, mode: bool = True) -> Face2Scene:  # noqa: D102 - FaDeX stays frozen (BatchNorm in eval)
         super().train(mode)
@@ -345,7 +357,7 @@ class Face2Scene(nn.Module):
         if mapnet is not None and mapnet.num_tokens > 0:
             from restorer.stage1 import Stage1
 
-            stage1 = Stage1(ref_fr, detector, ref_fr_opts=ref_fr_opts)
+            stage1 = Stage1(ref_fr, detector, ref_fr_opts=ref_fr_opts)  # min_face_px: raised in __init__
         model = cls(
             onestep, mapnet, fadex, stage1, cfg_scale=config["cfg_scale"] if cfg_scale is None else cfg_scale,
             base=config.get("base", str(base_src)), prompts=(config["positive_prompt"], config["negative_prompt"]),

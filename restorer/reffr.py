@@ -223,7 +223,7 @@ class FaceMeRefFR(RefFR):
         self._root: Path | None = None
 
     def load(self) -> Path:
-        """Locate and check the checkout; returns its folder.
+        """Locate and check the checkout; returns its folder (absolute).
 
         Raises:
             MissingWeightsError: no checkout found, or it lacks one of :attr:`REQUIRED`.
@@ -232,7 +232,9 @@ class FaceMeRefFR(RefFR):
             return self._root
         from inscene import weights as W
 
-        root = Path(W.locate("faceme", self.path))
+        # Absolute: infer.py is run with the checkout as working directory, so a relative path
+        # (``--ref-fr-path FaceMe``) would be applied twice.
+        root = Path(W.locate("faceme", self.path)).resolve()
         spec = W.get_spec("faceme")
         for rel in self.REQUIRED:
             if not (root / rel).exists():

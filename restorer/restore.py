@@ -9,6 +9,11 @@ Inputs:
 * a dataset folder (WebDataset shards) with ``--split``: the LQ member of each sample (``lq0.png``,
   then ``lq.png``) is restored, and the sample's ``identity_id`` selects its references.
 
+Ref-FR backends (``--ref-fr``): ``faceme`` (the paper's) needs ``--refs``; ``gt`` needs the
+ground-truth image, which only dataset inputs carry (the sample's ``hq.*``, else ``gt.*``, member;
+resized to the LQ's size): with image inputs it is refused before any work, as is ``faceme``
+without references. A model without degradation tokens runs no Stage I and needs neither.
+
 References (``--refs``): a folder of photos of the person (used for every input), or a folder with
 one sub-folder per ``identity_id`` (dataset inputs, or ``--identity`` for images): the same layout
 ``inscene restorer prepare-pairs --refs`` reads. Photos are detected and aligned by Stage I; aligned
@@ -38,6 +43,7 @@ __all__ = ["IMAGE_SUFFIXES", "ReferenceStore", "RestoreReport", "auto_device", "
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _LQ_FIELDS = ("lq0.png", "lq.png")
+_GT_STEMS = ("hq", "gt")
 _OUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
@@ -75,6 +81,15 @@ class ReferenceStore:
             raise BadInputError(f"--refs: no such file or folder: {self.path}")
         self._cache: dict[str, list[np.ndarray]] = {}
 
+    @property
+    def empty(self) -> bool:
+        """No reference photo at all: no path, or a folder without images (directly or one level down)."""
+        if self.path is None:
+            return True
+        if self.path.is_file():
+            return False
+        return not _images_in(self.path) and not any(_images_in(d) for d in self.path.iterdir() if d.is_dir())
+
     def get(self, identity: str | None) -> list[np.ndarray]:
         """The reference photos for ``identity`` (the shared ones when the folder has no sub-folders)."""
         from inscene.imageio import decode_image
@@ -100,6 +115,7 @@ class _Input:
     source: str
     identity: str | None = None
     error: str = ""
+    ground_truth: bytes | None = None  # encoded HQ member of a dataset sample
 
 
 @dataclass
@@ -154,14 +170,44 @@ def _dataset_inputs(root: Path, split: str):
     for s in reader:
         field_name = next((f for f in _LQ_FIELDS if f in s.members), None)
         ident = s.meta.get("identity_id") or None
+        gt = _gt_member(s.members)
         if field_name is None:
             item = _Input(s.key, None, f"{root}:{s.key}", ident, error=f"no LQ member ({', '.join(_LQ_FIELDS)})")
         else:
             try:
-                item = _Input(s.key, decode_image(s.members[field_name]), f"{root}:{s.key}.{field_name}", ident)
+                item = _Input(s.key, decode_image(s.members[field_name]), f"{root}:{s.key}.{field_name}", ident,
+                              ground_truth=s.members[gt] if gt else None)
             except InsceneError as exc:
                 item = _Input(s.key, None, f"{root}:{s.key}", ident, error=str(exc))
         yield lambda item=item: item
+
+
+def _gt_member(members: dict[str, Any]) -> str | None:
+    """The sample's ground-truth member: ``hq.<image ext>``, else ``gt.<image ext>``."""
+    for stem in _GT_STEMS:
+        for name in sorted(members):
+            head, _, ext = name.partition(".")
+            if head == stem and f".{ext.lower()}" in IMAGE_SUFFIXES:
+                return name
+    return None
+
+
+def _check_ref_fr(model: Any, kind: str, store: ReferenceStore) -> None:
+    """Refuse, before any work, a Ref-FR backend whose inputs this run cannot give (one line)."""
+    backend = getattr(getattr(model, "stage1", None), "ref_fr", None)
+    if backend is None or not getattr(model, "num_tokens", 0):
+        return  # no Stage I: the backend never runs
+    if backend.needs_ground_truth and kind != "dataset":
+        raise BadInputError(
+            f"--ref-fr {backend.name} needs the ground-truth image, which only dataset inputs carry (a dataset "
+            "folder with --split, its samples' hq.*/gt.* member); use --ref-fr faceme or passthrough for images"
+        )
+    if backend.needs_references and store.empty:
+        where = f"no reference photos in {store.path}" if store.path is not None else "no --refs given"
+        raise BadInputError(
+            f"--ref-fr {backend.name} needs identity references ({where}): give --refs, a folder of photos of "
+            "the person or one sub-folder of photos per identity_id"
+        )
 
 
 def load_restorer(
@@ -220,7 +266,8 @@ def run_restore(
         identity: identity id selecting a sub-folder of ``refs`` for image inputs.
         split: dataset split folder for dataset inputs.
         base: SD-Turbo folder (default: the checkpoint's, else ``inscene weights``).
-        ref_fr: Stage I's Ref-FR backend (``faceme``, ``gt``, ``passthrough``).
+        ref_fr: Stage I's Ref-FR backend (``faceme``: needs ``refs``; ``gt``: dataset inputs only;
+            ``passthrough``).
         ref_fr_path: the FaceMe checkout.
         detector: face detector (default: ``faces.detector``).
         cfg_scale: guidance scale (default: the checkpoint's, 1.10).
@@ -232,6 +279,10 @@ def run_restore(
 
     Returns:
         The report (also written as ``restore.json``).
+
+    Raises:
+        BadInputError: bad arguments, or a Ref-FR backend whose inputs the run lacks (``gt`` with
+            image inputs, ``faceme`` without references), before any image is restored.
     """
     from rich.console import Console
 
@@ -255,6 +306,9 @@ def run_restore(
         model = load_restorer(checkpoint, base=base, ref_fr=ref_fr, ref_fr_path=ref_fr_path, detector=detector,
                               device=device, dtype=dtype, cfg_scale=cfg_scale)
     load_s = time.perf_counter() - t0
+    _check_ref_fr(model, kind, store)
+    backend = getattr(model.stage1, "ref_fr", None) if model.num_tokens else None
+    needs_gt = bool(getattr(backend, "needs_ground_truth", False))
     report = RestoreReport(out=dest)
     for make in progress(inputs, "restoring", total=len(inputs), console=con):
         item = make()
@@ -268,8 +322,14 @@ def run_restore(
             size = None
             if scale != 1.0:
                 size = (round(item.image.shape[0] * scale), round(item.image.shape[1] * scale))
+            gt = None
+            if needs_gt:
+                if item.ground_truth is None:
+                    raise BadInputError(f"no ground-truth member ({', '.join(s + '.*' for s in _GT_STEMS)}) "
+                                        f"for --ref-fr {backend.name}")
+                gt = imageio.decode_image(item.ground_truth)
             res = model.restore(item.image, store.get(item.identity), size=size, cfg_scale=cfg_scale,
-                                identity=item.identity)
+                                ground_truth=gt, identity=item.identity)
             target.write_bytes(imageio.encode_image(res.image, _OUT_FORMATS[target.suffix.lower()]))
             rec.update(output=str(target), **res.summary())
         except InsceneError as exc:

@@ -18,8 +18,9 @@ every pixel of the pair (no black corners for rotated faces); where the square l
 clipped to the image (the pair is then a rectangle). Its side is about 4x the eye distance (the
 template frames hair and chin), ~1.7x a detector's face box.
 
-A face whose box is smaller than ``min_face_px`` (16: the smallest crop FaDeX + MapNet can use,
-§9.3), or no face at all, gives a :class:`Stage1Result` with ``ok=False`` and the reason: the
+A face whose box (or pair crop) is smaller than ``min_face_px`` (16: the smallest crop FaDeX + MapNet
+can use, §9.3; :class:`restorer.model.Face2Scene` raises it to 8 x its FaDeX's total stride when that
+is larger), or no face at all, gives a :class:`Stage1Result` with ``ok=False`` and the reason: the
 restorer then runs without degradation tokens.
 """
 
@@ -183,7 +184,8 @@ class Stage1:
         detector: detector name (default: ``faces.detector``, i.e. dlib), instance, or None (then
             every job must carry its ``face``).
         size: aligned frame side (512, §3.1).
-        min_face_px: smallest usable face box side (16, §9.3).
+        min_face_px: smallest usable face box and pair-crop side (16, §9.3; a restorer raises it to
+            its FaDeX's :attr:`restorer.fadex.FadexConfig.min_face_px`).
         ref_fr_opts: options for :func:`restorer.reffr.create_ref_fr`.
         detector_opts: options for :func:`inscene.faces.create_detector`.
     """

@@ -14,7 +14,8 @@ there is one (reference data, e.g. FaceMe output), else the ground-truth pair: t
 degraded crops of the face's pair box (the paper's treatment of the non-reference subset). Scenes
 are randomly cropped to ``crop`` px (S3Diff trains at 512); the face pair always comes from the
 whole scene, since the degradation code describes the image, not the crop. Scenes with neither a
-prepared pair nor a usable recorded face (>= 16 px, §9.3) are left out when the dataset is indexed
+prepared pair nor a usable recorded face (>= 16 px, §9.3, or 8 x the FaDeX's total stride when that is
+larger, so MapNet gets its 8x8 Z_face) are left out when the dataset is indexed
 (and counted): batches are never shortened, so every process of a distributed run does the same
 work. Should a usable face's pair box still fall outside the image, the centre square of the scene
 stands in for that one pair.
@@ -24,8 +25,11 @@ of the generator with per-sample prompts (negative prompt and the LQ as target w
 p_n, §7.2; both branches carry the sample's degradation tokens), loss
 ``lambda_2 MSE + lambda_LPIPS LPIPS + lambda_GAN L_G`` where the adversarial term covers the
 positive-prompt samples only (a negative sample's target is its LQ, which the discriminator calls
-fake); then one discriminator step on ``[HQ ; prediction]``. S3Diff instead takes three optimiser
-steps per iteration (reconstruction, generator, discriminator) with two generator forwards.
+fake), through the discriminator with its heads frozen; then one discriminator step on
+``[HQ ; prediction]``. With gradient accumulation both optimisers step on the mean gradient of all
+micro-batches of the step (the heads' gradients come from the discriminator loss only). S3Diff
+instead takes three optimiser steps per iteration (reconstruction, generator, discriminator) with
+two generator forwards.
 Optimisers: AdamW (lr 2e-5, weight decay 1e-2, S3Diff's), 500 warm-up steps then constant (S3Diff's
 ``lr_warmup_steps``), gradient clipping at 1.0; the discriminator heads use the same settings.
 
@@ -209,7 +213,8 @@ class SceneDataset(torch.utils.data.Dataset):
         crop: crop side (px); smaller scenes are first resized so the short side is ``crop``.
         need_pairs: compute face pairs (False for the no-token ablation).
         face_size: aligned frame of the pair box (512, §3.1).
-        min_face_px: smallest usable face (16, §9.3).
+        min_face_px: smallest usable face box and pair side (16, §9.3; the trainer passes its FaDeX's
+            :attr:`restorer.fadex.FadexConfig.min_face_px` when larger).
         seed: the randomness (version, crop) comes from seed, epoch and index.
 
     An item is a dict: ``lq`` and ``hq`` (3 x crop x crop in [-1, 1]), ``pair`` (6 x h x w in
@@ -429,6 +434,16 @@ def build_trainer_model(cfg: RestorerTrainConfig, device: str | torch.device = "
     return model.to(device)
 
 
+def min_face_px(cfg: RestorerTrainConfig) -> int:
+    """Smallest usable face pair for this run: 16 px (§9.3), or what its FaDeX needs for MapNet's
+    8x8 Z_face (8 x its total stride) when larger."""
+    if not cfg.num_tokens or not cfg.fadex:
+        return _RS.min_face_px
+    from restorer.fadex import FadexConfig
+
+    return max(_RS.min_face_px, FadexConfig.from_pretrained(cfg.fadex).min_face_px)
+
+
 def trainable_parameters(model: Any) -> list[nn.Parameter]:
     """LoRA + conv_in of SD-Turbo and all of MapNet (FaDeX and the base stay frozen)."""
     params = [p for _, p in model.onestep.named_trainable_parameters()]
@@ -515,7 +530,7 @@ class RestorerTrainer:
         self.state_dir = self.out / "state"
         self.step_count = self._resume_step() if resume else 0
         dataset = SceneDataset(data, pairs, split=split, crop=cfg.crop, need_pairs=cfg.num_tokens > 0,
-                               seed=cfg.seed)
+                               min_face_px=min_face_px(cfg), seed=cfg.seed)
         ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.num_tokens == 0)
         precision = None if cfg.mixed_precision == "auto" else cfg.mixed_precision
         acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
@@ -601,7 +616,7 @@ class RestorerTrainer:
         cfg, acc, disc, raw = self.cfg, self.accelerator, self.disc, self.raw_disc
         lq, hq = batch["lq"].to(acc.device), batch["hq"].to(acc.device)
         b = lq.shape[0]
-        with acc.accumulate(self.gen):
+        with acc.accumulate(*(m for m in (self.gen, disc) if m is not None)):
             negative = torch.rand(b, device=lq.device) < cfg.neg_prob
             target = torch.where(negative[:, None, None, None], lq, hq)
             with acc.autocast():
@@ -617,7 +632,7 @@ class RestorerTrainer:
             # always runs the same forwards: DDP needs identical collectives on every rank.
             positive = (~negative).float()
             if disc is not None:
-                lg = raw.loss(disc(pred), real=True, weight=positive)
+                lg = raw.loss(self._frozen_disc(pred), real=True, weight=positive)
                 loss = loss + cfg.lambda_gan * lg
                 parts["gan_g"] = float(lg.detach())
             acc.backward(loss)
@@ -627,8 +642,8 @@ class RestorerTrainer:
             self.sched_g.step()
             self.opt_g.zero_grad(set_to_none=True)
             if disc is not None:
-                # The generator's backward also reached the heads: start the discriminator step clean.
-                self.opt_d.zero_grad(set_to_none=True)
+                # No zero_grad here: the heads' gradients accumulate over the micro-batches like the
+                # generator's (the generator pass never wrote into them) and are cleared after the step.
                 logits = disc(torch.cat([hq, pred.detach()]))
                 n = hq.shape[0]
                 ld = raw.loss([x[:n] for x in logits], True) + raw.loss([x[n:] for x in logits], False,
@@ -642,6 +657,21 @@ class RestorerTrainer:
                 parts["gan_d"] = float(ld.detach())
             parts["loss"] = float(loss.detach())
         return parts
+
+    def _frozen_disc(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Discriminator logits for the generator's loss, with the heads frozen: the backward reaches
+        the generated images but never writes into the heads' gradients, which hold the
+        discriminator loss accumulated over the micro-batches of a step. Runs the unwrapped module
+        (no DDP gradient sync for parameters that get no gradient)."""
+        heads = self.raw_disc.head_parameters()
+        flags = [p.requires_grad for p in heads]
+        for p in heads:
+            p.requires_grad_(False)
+        try:
+            return self.raw_disc(images)
+        finally:
+            for p, flag in zip(heads, flags, strict=True):
+                p.requires_grad_(flag)
 
     # -- checkpoints ----------------------------------------------------------------------------
 

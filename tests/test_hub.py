@@ -201,8 +201,9 @@ def test_card_yaml_parses_and_body_is_complete(published, inputs):
     synthetic = next(c for c in data["configs"] if c["config_name"] == "synthetic")
     assert synthetic["data_files"] == [{"split": "train", "path": "data/synthetic/train/*.tar"},
                                        {"split": "val", "path": "data/synthetic/val/*.tar"}]
-    assert set(data["license"]) == {"cc-by-4.0", "other", "cc-by-nc-4.0"}
-    assert data["license_name"] == "flux-1-dev-non-commercial-license"
+    # three licences over the configs: the YAML's one licence points at the card's per-config table
+    assert data["license"] == "other" and data["license_name"] == hub.PER_CONFIG_LICENSE
+    assert data["license_link"] == "README.md"
     assert data["task_categories"] == ["image-to-image"] and data["size_categories"] == ["n<1K"]
     infos = {i["config_name"]: i for i in data["dataset_info"]}
     assert {f["name"] for f in infos["synthetic"]["features"]} >= {"png", "hq.png", "lq0.png", "lq0.json", "json"}

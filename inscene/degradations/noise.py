@@ -1,19 +1,19 @@
 """Seeded Gaussian and Poisson noise (Real-ESRGAN's noise models, §4.1).
 
-Every noise field comes from its own ``torch.Generator`` seeded with the spec's seed, on the
-image's device: the same spec at the same size gives the same field, whatever the image (the
-"same G" FaDeX pairs need), and fields of different samples in a batch are independent (unlike
-BasicSR, whose gray Gaussian noise shares one pattern across the batch). Replay is bit-exact on
-the same device type; CPU and CUDA draw different (equally distributed) fields.
+Every noise draw comes from its own ``torch.Generator`` seeded with the spec's seed, on the
+image's device. A Gaussian spec at one size gives the same field whatever the image (the "same G"
+FaDeX pairs need); Poisson noise depends on the image by definition (its rates are the pixel
+values), but is drawn from the same seeded stream. Draws of different samples in a batch are
+independent (unlike BasicSR, whose gray Gaussian noise shares one pattern across the batch).
+Replay is bit-exact on the same device type; CPU and CUDA draw different (equally distributed) values.
 
 Gaussian: ``x + σ/255 · N(0, 1)``, one field per channel, or one field for all three (gray).
 
 Poisson (BasicSR's model): the image is quantised to 8 bits; ``vals = 2^ceil(log2(L))`` where L
 is the number of distinct 8-bit values in the image (of its luma for gray noise); the noise is
 ``(Poisson(q · vals) / vals − q) · scale`` with q the quantised image, added to the unquantised
-input. Poisson variates are drawn by exact inversion of the Poisson CDF from one float64 uniform
-per value (tables built per distinct 8-bit level, at most 256 of them), which is several times
-faster than ``torch.poisson`` on CPU and gives rate 0 (black) exactly zero noise, never NaN.
+input. Poisson variates are drawn with ``torch.poisson`` (rates ``q · vals``, float32) from the
+spec's seeded generator; rate 0 (black) draws 0, so black pixels get exactly zero noise, never NaN.
 Gray luma uses ITU-R 601 weights (0.2989, 0.587, 0.114) as torchvision's ``rgb_to_grayscale``.
 """
 

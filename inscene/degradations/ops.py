@@ -10,7 +10,9 @@ On CPU each sample is filtered with its own kernel by shifted multiply-adds: a k
 (numerically) low-rank is applied as r separable passes (SVD), else tap by tap, whichever is
 cheaper. An isotropic Gaussian is rank 1, so its 21x21 filter costs 42 passes instead of 441.
 The SVD is truncated only where the dropped terms change no output by more than 1e-6 (well below
-half an 8-bit step, 2e-3). On CUDA a grouped ``conv2d`` filters the whole batch at once.
+half an 8-bit step, 2e-3). On CUDA a grouped ``conv2d`` filters all samples of the tensor it is
+given at once (the degradation pipeline passes one image at a time, so there it groups the three
+channels of that image).
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ Sampling is separate from applying:
   record to two images applies the same G (what FaDeX's training pairs need), and it takes
   per-sample parameters inside a batch (Real-ESRGAN draws some choices once per batch).
 
+What "batch" means here: :func:`apply` accepts a batch (a list of arrays or a (B, 3, H, W)
+tensor, on CPU or CUDA) with one parameter record per image, but the torch steps (USM, blurs,
+resizes, noise, sinc) run image by image, each on a (1, 3, H, W) tensor on the chosen device;
+only the two JPEG steps work across the batch, compressing its images concurrently on a thread
+pool (Pillow releases the GIL). Per-image processing is what per-sample kernels, sizes and noise
+need; there is no fused batched kernel.
+
 The order is Real-ESRNet's ``feed_data``: [USM] → blur1 → resize1 (× factor of the current size)
 → noise1 → clamp → JPEG1 → [blur2] → resize2 (to GT/scale × factor) → noise2 → final step, either
 [resize to GT/scale → sinc] → clamp → JPEG2 or clamp → JPEG2 → [resize → sinc]; then clamp and
@@ -332,6 +339,7 @@ def apply(imgs: Any, params: DegradationParams | Sequence[DegradationParams], *,
 def _degrade(
     xs: list[torch.Tensor], plist: list[DegradationParams], sizes: list[tuple[int, int]]
 ) -> list[torch.Tensor]:
+    """Run each image's operator: torch steps one image at a time, the JPEG steps over the batch."""
     n = len(xs)
     live = [i for i in range(n) if not plist[i].identity]
     lq_size = [(h // p.scale, w // p.scale) for p, (h, w) in zip(plist, sizes, strict=True)]

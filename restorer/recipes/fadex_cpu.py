@@ -21,7 +21,9 @@
 4. ``inscene train fadex`` with a small configuration: 4 blocks (16-32-64-256 channels, strides
    1-2-2-1: the first block keeps full resolution, where noise and JPEG live), 64 px crops, MoCo
    queue 1024, key momentum 0.99, τ = 0.1, AdamW lr 1e-3 with a 1-epoch warm-up and cosine decay
-   over 40 epochs, at most ``--minutes`` (14) of wall time, one torch thread.
+   over 40 epochs, at most ``--minutes`` (14) of wall time, one torch thread. Its total stride is
+   4, so a restorer trained with it uses faces of at least 32 px (8 x 4: MapNet's 8x8 Z_face), not
+   the default encoder's 16 px.
 5. ``inscene analyze fadex`` on the held-out images: Figure 3 and the gap, which must be >= 0.3.
 
 Steps 3-5 are the real CLI, run as subprocesses; the summary lists each step's time, the machine's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import textwrap
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,69 @@ def tiny_fadex() -> Path:
     folder = _root() / "fadex-tiny"
     model.save_pretrained(folder)
     return folder
+
+
+@cache
+def tiny_fadex_stride4() -> Path:
+    """A tiny random FaDeX of total stride 4 (like the CPU recipe's): usable faces start at 32 px."""
+    import torch
+
+    from restorer.fadex import FaDeX, FadexConfig
+
+    torch.manual_seed(0)
+    model = FaDeX(FadexConfig(widths=(8, 16), strides=(2, 2), proj_hidden=16, proj_dim=8))
+    folder = _root() / "fadex-tiny-s4"
+    model.save_pretrained(folder)
+    return folder
+
+
+@cache
+def untrained_checkpoint(fadex: Path) -> Path:
+    """A restorer checkpoint of the tiny SD-Turbo with fresh LoRA/MapNet and the FaDeX at ``fadex``."""
+    from restorer.model import save_checkpoint
+    from restorer.train_restorer import build_trainer_model
+
+    model = build_trainer_model(train_config(fadex=str(fadex)))
+    return save_checkpoint(model, _root() / f"untrained-{fadex.name}.safetensors")
+
+
+# A stand-in for FaceMe's infer.py with the same command line: it checks the arguments and writes
+# each input, inverted, under the same name (FaceMe's model is replaced at this one boundary).
+FAKE_FACEME_INFER = textwrap.dedent(
+    """
+    import argparse, os, cv2
+    p = argparse.ArgumentParser()
+    for a in ("--pretrained_model_name_or_path", "--controlnet_model_name_or_path", "--mix_path",
+              "--input_dir", "--result_dir", "--ref_dir"):
+        p.add_argument(a)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--color_correction", action="store_true")
+    a = p.parse_args()
+    assert os.path.isdir("models/antelopev2"), "cwd must be the checkout"
+    refs = os.listdir(a.ref_dir)
+    assert refs, "no references"
+    os.makedirs(a.result_dir, exist_ok=True)
+    for f in os.listdir(a.input_dir):
+        img = cv2.imread(os.path.join(a.input_dir, f))
+        cv2.imwrite(os.path.join(a.result_dir, f), 255 - img)
+    """
+)
+
+
+def faceme_checkout(parent: Path, script: str = FAKE_FACEME_INFER) -> Path:
+    """A FaceMe checkout under ``parent/FaceMe`` with every required file and a stand-in ``infer.py``."""
+    root = parent / "FaceMe"
+    for d in ("weights/controlnet", "weights/mix", "models/antelopev2"):
+        (root / d).mkdir(parents=True)
+    (root / "weights/controlnet/config.json").write_text("{}")
+    (root / "infer.py").write_text(script)
+    return root
+
+
+def scaled_face(face: Any, k: float) -> Any:
+    """``face`` (box and landmarks) in an image scaled by ``k``."""
+    return face.model_copy(update={"box": [v * k for v in face.box],
+                                   "landmarks": (np.asarray(face.landmarks) * k).tolist()})
 
 
 @cache

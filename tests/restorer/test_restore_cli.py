@@ -16,13 +16,18 @@ from inscene import imageio
 from inscene.cli import app
 from tests.restorer.stage2_helpers import (
     astronaut,
+    astronaut_face,
     degrade,
     eval_dataset,
+    faceme_checkout,
     one_thread,
+    scaled_face,
     scene_dataset,
     tiny_fadex,
+    tiny_fadex_stride4,
     tiny_sd,
     trained_run,
+    untrained_checkpoint,
 )
 
 runner = CliRunner()
@@ -132,3 +137,71 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert res.exit_code != 0 and "needs --checkpoint" in str(res.exception)
     res = _invoke("restore", img, "--checkpoint", trained_run(), "--out", tmp_path / "o.gif", *CPU)
     assert "write png, jpg or webp" in str(res.exception)
+
+
+def test_restore_ref_fr_gt_uses_the_samples_ground_truth(tmp_path):
+    out = tmp_path / "out"
+    res = _invoke("restore", eval_dataset(), "--split", "val", "--checkpoint", trained_run(), "--out", out,
+                  "--device", "cpu", "--ref-fr", "gt", "--detector", "dlib")
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    record = json.loads((out / "restore.json").read_text())
+    by_name = {r["name"]: r for r in record["images"]}
+    assert record["run"]["ref_fr"] == "gt"
+    assert by_name["astro"]["face_found"] is True and by_name["astro"]["tokens"] == 21  # x_HQ = the hq member
+    assert not by_name["coffee"]["face_found"] and not by_name["coffee"].get("error")
+
+
+def test_restore_ref_fr_gt_refuses_image_inputs_up_front(tmp_path):
+    img = tmp_path / "x.png"
+    img.write_bytes(imageio.encode_image(astronaut(), "png"))
+    res = _invoke("restore", img, "--checkpoint", trained_run(), "--out", tmp_path / "o", "--device", "cpu",
+                  "--ref-fr", "gt", "--detector", "dlib")
+    assert res.exit_code != 0
+    msg = str(res.exception)
+    assert "--ref-fr gt needs the ground-truth image" in msg and "--split" in msg and "\n" not in msg
+    assert not (tmp_path / "o" / "restore.json").exists()  # nothing was restored
+
+
+def test_restore_faceme_needs_references_up_front_and_runs_with_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("INSCENE_FACEME_PYTHON", raising=False)
+    checkout = faceme_checkout(tmp_path)
+    img = tmp_path / "x.png"
+    img.write_bytes(imageio.encode_image(degrade(astronaut(), 1.5, 4.0, 0), "png"))
+    args = ["restore", img, "--checkpoint", trained_run(), "--device", "cpu", "--ref-fr", "faceme",
+            "--detector", "dlib"]
+    res = _invoke(*args, "--out", tmp_path / "o", "--ref-fr-path", checkout)
+    assert res.exit_code != 0 and "needs identity references (no --refs given)" in str(res.exception)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    res = _invoke(*args, "--out", tmp_path / "o", "--ref-fr-path", checkout, "--refs", refs)
+    assert res.exit_code != 0 and f"no reference photos in {refs}" in str(res.exception)
+    (refs / "me.png").write_bytes(imageio.encode_image(astronaut(), "png"))
+    monkeypatch.chdir(tmp_path)  # a relative checkout path works too
+    res = _invoke(*args, "--out", tmp_path / "ok", "--ref-fr-path", "FaceMe", "--refs", refs)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    (image,) = json.loads((tmp_path / "ok" / "restore.json").read_text())["images"]
+    assert image["face_found"] is True and image["tokens"] == 21
+
+
+def _square(img: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def test_faces_below_the_fadex_minimum_are_restored_without_tokens():
+    from restorer.restore import load_restorer
+
+    # 16.5 px face, 27 px pair box: enough for the paper's 16 px, but a stride-4 FaDeX (the CPU
+    # recipe's) would give MapNet a 7x7 Z_face; it needs 8 x 4 = 32 px.
+    small = _square(astronaut(), 92)
+    face = scaled_face(astronaut_face(), 92 / 256)
+    opts = {"ref_fr": "passthrough", "detector": "dlib", "device": "cpu"}
+    stride4 = load_restorer(untrained_checkpoint(tiny_fadex_stride4()), **opts)
+    assert stride4.stage1.min_face_px == 32
+    res = stride4.restore(small, face=face)
+    assert not res.face_found and res.tokens == 0 and res.image.shape == small.shape
+    assert "no usable face (face too small: 16.5 px < 32 px)" in res.reason
+    assert stride4.restore(astronaut(), face=astronaut_face()).tokens == 21  # a 46 px face is fine
+    stride2 = load_restorer(untrained_checkpoint(tiny_fadex()), **opts)
+    assert stride2.stage1.min_face_px == 16 and stride2.restore(small, face=face).tokens == 21

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from inscene.errors import BadInputError, InsceneError, MissingWeightsError
 from restorer.reffr import FaceMeRefFR, RefFRBatch, create_ref_fr, list_ref_fr
+from tests.restorer.stage2_helpers import faceme_checkout as _checkout
 
 
 def _crop(v: int, size: int = 64) -> np.ndarray:
@@ -53,38 +53,6 @@ def test_faceme_without_checkout_is_a_one_line_missing_weights_error(monkeypatch
         create_ref_fr("faceme", path=incomplete).load()
 
 
-# A stand-in for FaceMe's infer.py with the same command line: it checks the arguments and writes
-# each input, inverted, under the same name (FaceMe's model is replaced at this one boundary).
-FAKE_INFER = textwrap.dedent(
-    """
-    import argparse, os, cv2
-    p = argparse.ArgumentParser()
-    for a in ("--pretrained_model_name_or_path", "--controlnet_model_name_or_path", "--mix_path",
-              "--input_dir", "--result_dir", "--ref_dir"):
-        p.add_argument(a)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--color_correction", action="store_true")
-    a = p.parse_args()
-    assert os.path.isdir("models/antelopev2"), "cwd must be the checkout"
-    refs = os.listdir(a.ref_dir)
-    assert refs, "no references"
-    os.makedirs(a.result_dir, exist_ok=True)
-    for f in os.listdir(a.input_dir):
-        img = cv2.imread(os.path.join(a.input_dir, f))
-        cv2.imwrite(os.path.join(a.result_dir, f), 255 - img)
-    """
-)
-
-
-def _checkout(tmp_path, script: str = FAKE_INFER):
-    root = tmp_path / "FaceMe"
-    for d in ("weights/controlnet", "weights/mix", "models/antelopev2"):
-        (root / d).mkdir(parents=True)
-    (root / "weights/controlnet/config.json").write_text("{}")
-    (root / "infer.py").write_text(script)
-    return root
-
-
 def test_faceme_adapter_runs_infer_py_per_identity(tmp_path):
     fr = FaceMeRefFR(_checkout(tmp_path), python=sys.executable)
     lq = [_crop(10, 32), _crop(20, 32), _crop(30, 32)]
@@ -101,3 +69,14 @@ def test_faceme_failure_is_reported(tmp_path):
     fr = FaceMeRefFR(_checkout(tmp_path, "raise SystemExit('CUDA not available')"), python=sys.executable)
     with pytest.raises(InsceneError, match="FaceMe infer.py failed"):
         fr.restore(RefFRBatch(lq=[_crop(1, 32)], references=[[_crop(2, 32)]]))
+
+
+def test_faceme_relative_checkout_path_runs_infer_py(tmp_path, monkeypatch):
+    # `--ref-fr-path FaceMe` from the folder holding the checkout: infer.py runs with the checkout as
+    # working directory, so the path must not be applied a second time (FaceMe/FaceMe/infer.py).
+    root = _checkout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    fr = create_ref_fr("faceme", path="FaceMe", python=sys.executable)
+    assert fr.load() == root.resolve()
+    out = fr.restore(RefFRBatch(lq=[_crop(10, 32)], references=[[_crop(100, 32)]]))
+    assert int(out[0][0, 0, 0]) == 245

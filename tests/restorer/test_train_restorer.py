@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -12,9 +13,13 @@ from inscene.errors import BadInputError
 from restorer.train_restorer import RestorerTrainer, SceneDataset, collate, run_training
 from tests.restorer.stage2_helpers import (
     astronaut,
+    astronaut_face,
     degrade,
+    face_scenes,
     one_thread,
+    scaled_face,
     scene_dataset,
+    tiny_fadex_stride4,
     train_config,
     trained_run,
 )
@@ -149,3 +154,61 @@ def test_bad_settings_are_one_clear_error(tmp_path):
         train_config(num_tokens=4).check()
     with pytest.raises(BadInputError, match="run `inscene degrade` first"):
         SceneDataset([tmp_path])
+
+
+def test_grad_accum_discriminator_steps_on_the_mean_gradient_of_every_micro_batch(tmp_path):
+    cfg = train_config(grad_accum=2, batch_size=1, iterations=1, neg_prob=0.0, lambda_lpips=0.0,
+                       max_grad_norm=1e9)
+    trainer = RestorerTrainer([face_scenes()], tmp_path / "run", cfg, resume=False, cpu=True)
+    disc = trainer.raw_disc.eval()  # deterministic logits: no DiffAugment, no spectral-norm power iteration
+    initial = copy.deepcopy(disc)
+    preds, stepped = [], []
+    forward = trainer.gen.forward
+
+    def recording_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        preds.append(out.detach().clone())
+        return out
+
+    trainer.gen.forward = recording_forward
+    trainer.opt_d.optimizer.register_step_pre_hook(
+        lambda *_: stepped.append([p.grad.clone() for p in disc.head_parameters()]))
+    batches = [collate([trainer.dataset[i]]) for i in (0, 1)]
+    for batch in batches:
+        trainer.train_batch(batch)
+    assert len(stepped) == 1  # one discriminator step for the two micro-batches
+    # what it should step on: the discriminator loss of both micro-batches (mean), nothing else
+    for batch, pred in zip(batches, preds, strict=True):
+        logits = initial(torch.cat([batch["hq"], pred]))
+        ld = initial.loss([x[:1] for x in logits], True) + initial.loss([x[1:] for x in logits], False,
+                                                                        weight=torch.ones(1))
+        (cfg.lambda_gan * ld / cfg.grad_accum).backward()
+    for got, want in zip(stepped[0], [p.grad for p in initial.head_parameters()], strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def _small_face_scenes(root) -> object:
+    """Training shards: the astronaut at 256 px (a 46 px face) and at 92 px (a 16.5 px face whose
+    27 px pair box passes the paper's 16 px but gives a stride-4 FaDeX a 7x7 Z_face)."""
+    import cv2
+
+    from inscene import imageio
+    from inscene.shards import ShardWriter, write_index
+
+    with ShardWriter(root, "train", "synthetic") as w:
+        for key, side in (("astro", 256), ("small", 92)):
+            hq = cv2.resize(astronaut(), (side, side), interpolation=cv2.INTER_AREA)
+            face = scaled_face(astronaut_face(), side / 256)
+            w.write(key, {"hq.png": imageio.encode_image(hq, "png"),
+                          "lq0.png": imageio.encode_image(degrade(hq, 1.0, 3.0, 0), "png")},
+                    {"identity_id": "id0001", "faces": json.dumps([face.model_dump(mode="json")])})
+    write_index(root)
+    return root
+
+
+def test_training_leaves_out_faces_below_the_fadex_minimum(tmp_path):
+    data = _small_face_scenes(tmp_path / "scenes")
+    assert len(SceneDataset([data], crop=64)) == 2  # both faces reach the paper's 16 px
+    cfg = train_config(fadex=str(tiny_fadex_stride4()), iterations=1, lambda_lpips=0.0, lambda_gan=0.0)
+    result = run_training([data], tmp_path / "run", cfg, cpu=True, resume=False)
+    assert result.steps == 1 and result.skipped == 1  # the 16.5 px face is below the stride-4 FaDeX's 32 px
