@@ -1673,6 +1673,10 @@ def card_data(staged: StagedDataset) -> Any:
     return data
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def build_card(staged: StagedDataset, repo_id: str) -> str:
     """The README.md dataset card: YAML metadata, then what a person needs to use the data.
 
@@ -1690,11 +1694,12 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
     parts: list[str] = []
     total = sum(g.images for g in staged.groups if g.subset != IDENTITIES)
     parts.append(f"# {decl.pretty_name}\n")
+    n_subsets = len([s for s in staged.subsets if s != IDENTITIES])
     parts.append(
         "InScene pairs full-scene photographs of people with clean reference images of the same identity, "
         "for reference-based scene restoration: the dataset of *Face2Scene: Using Facial Degradation as an "
         "Oracle for Diffusion-Based Scene Restoration* ([arXiv 2603.16570](https://arxiv.org/abs/2603.16570)). "
-        f"This copy holds {total:,} images in {len([s for s in staged.subsets if s != IDENTITIES])} subsets"
+        f"This copy holds {total:,} images in {_count(n_subsets, 'subset')}"
         + (f" and {sum(g.images for g in staged.groups if g.subset == IDENTITIES):,} identity reference images"
            if IDENTITIES in present else "")
         + f". It was assembled with `inscene publish` (inscene {__version__}).\n"
