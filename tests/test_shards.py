@@ -446,3 +446,29 @@ def test_reader_decodes_16bit_gray_like_the_safe_decoder_and_skips_only_a_bad_sa
     assert got["a"].shape == (32, 256, 3) and got["a"][0, 128, 0] == 128  # scaled, not clipped to 255
     with pytest.raises(ShardError, match="sample b"):
         list(ShardReader(tmp_path, on_error="raise"))
+
+
+def test_hash_backlog_is_bounded_in_bytes():
+    import threading
+    import time
+
+    from inscene.shards import _Worker
+
+    gate, ran = threading.Event(), []
+    w = _Worker("test", max_bytes=100)
+    try:
+        w.submit(gate.wait, 60)  # holds 60 bytes until the gate opens
+        second = threading.Thread(target=lambda: (w.submit(lambda: ran.append(2), 60), ran.append("queued")))
+        second.start()
+        time.sleep(0.2)
+        assert ran == []  # 60 + 60 > 100: the second submit waits for the first task
+        gate.set()
+        second.join(5)
+        w.wait()
+        assert "queued" in ran and 2 in ran
+        w.submit(lambda: ran.append(3), 1000)  # larger than the budget alone: still runs
+        w.wait()
+        assert ran[-1] == 3
+    finally:
+        gate.set()
+        w.stop()
