@@ -149,8 +149,8 @@ def _decode_for_crop(paths: list[Path]) -> float:
 
 
 def _stages_in_process(paths: list[Path], parent: Path, partition_size: int) -> tuple[float, Any]:
+    from inscene.batches import process_partition
     from inscene.stages import partition_items
-    from pipelines.batched import process_partition
 
     out = Path(tempfile.mkdtemp(prefix="fr-", dir=parent))
     stages = _stages()
@@ -159,7 +159,7 @@ def _stages_in_process(paths: list[Path], parent: Path, partition_size: int) -> 
     for i, part in enumerate(parts):
         process_partition(stages, part, i, str(out), _NullSink())
     dt = time.perf_counter() - t0
-    from pipelines.batched import read_decisions
+    from inscene.stages import read_decisions
 
     decisions = read_decisions(out)
     shutil.rmtree(out, ignore_errors=True)
@@ -178,8 +178,8 @@ def _dask_run(
     """Seconds for the whole set on ``workers`` workers, and each worker's peak RSS after warm-up / at the end."""
     from rich.console import Console
 
+    from inscene.batches import run_batched
     from inscene.runtime import ClusterOptions, close_client, make_client
-    from pipelines.batched import run_batched
 
     quiet = Console(stderr=True, quiet=True)
     client = make_client(ClusterOptions(workers=workers, dashboard=False), console=quiet)

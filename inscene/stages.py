@@ -1,19 +1,37 @@
-"""Stages and the partition runner every pipeline shares (DESIGN.md 'Stages').
+"""Stages and the partition runners every pipeline shares (DESIGN.md 'Stages').
 
 A stage is a small picklable object with a ``name``, declared ``resources`` (e.g. ``{"GPU": 1}``),
 ``setup()`` run once per worker process, and ``__call__(item)`` returning the (possibly annotated)
-item or a :class:`Rejection` with its reason and the values it measured.
+item or a :class:`Rejection` with its reason and the values it measured. A stage with
+``batch_size > 1`` and a ``call_batch(items)`` method (one result per item) receives the partition's
+survivors in batches of that size instead (e.g. a GPU quality model); per-item stages run before
+and after it as usual.
 
-The runner splits the items into partitions of at most ``partition_size`` (never more than one
-shard's worth), maps the stages over each partition (on Dask when given a client, else in this
-process) and, per partition, writes the accepted items to one shard through the sink and a
-decision log (parquet, every measured value) atomically. The decision log is written last and is
-the partition's "done" marker: a rerun skips partitions that have one, so runs are resumable and a
-crash loses at most the partitions in flight.
+The runners split the items into partitions of at most ``partition_size`` (never more than one
+shard's worth), map the stages over each partition (on Dask when given a client, else in this
+process) and, per partition, write the accepted items to one shard and a decision log (parquet,
+every measured value, ``m.<name>`` columns) atomically. Bad input is a rejection with its reason;
+any other exception is an ``error`` row that does not stop the run. The decision log is written
+last and is the partition's "done" marker: a rerun skips partitions that have one, so runs are
+resumable and a crash loses at most the partitions in flight.
+
+Two runners share that contract and differ in how accepted items leave a partition and how
+progress is shown:
+
+* :func:`run_stages` hands a partition's accepted items to a :class:`Sink` at the partition's end
+  and shows progress in partitions;
+* :func:`inscene.batches.run_batched` streams each accepted item to a streaming sink as soon as it
+  is accepted (so a worker holds at most one batch of images, whatever the partition size), clears
+  what an interrupted attempt left of a partition before redoing it, and shows images/s.
+
+Both are built from the pieces here: :func:`decide_partition` (stages over one partition, batching
+included), :func:`commit_partition` (the decision log), :func:`plan_partitions` (resume),
+:func:`submit_partitions` (Dask) and :func:`summarize` over :func:`read_decisions`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import traceback
@@ -64,7 +82,7 @@ class Rejection:
 
 
 class Stage(Protocol):
-    """What the runner needs of a stage."""
+    """What the runners need of a stage (a batched one adds ``batch_size`` and ``call_batch``)."""
 
     name: str
     resources: dict[str, float]
@@ -104,9 +122,51 @@ class RunSummary:
         return labels.value_counts().to_dict()
 
 
+def summarize(decisions: pd.DataFrame, partitions: int, skipped_partitions: int = 0) -> RunSummary:
+    """A :class:`RunSummary` counting a run's decision rows (errors are neither accepted nor rejected)."""
+    errors = int(decisions["error"].fillna(False).astype(bool).sum()) if len(decisions) else 0
+    accepted = int(decisions["accepted"].astype(bool).sum()) if len(decisions) else 0
+    return RunSummary(
+        partitions=partitions,
+        skipped_partitions=skipped_partitions,
+        accepted=accepted,
+        rejected=len(decisions) - accepted - errors,
+        errors=errors,
+        decisions=decisions,
+    )
+
+
 def decision_path(out_dir: Path, partition: int) -> Path:
     """Path of a partition's decision log."""
     return Path(out_dir) / DECISIONS_DIR / f"part-{partition:05d}.parquet"
+
+
+def read_decisions(out_dir: str | os.PathLike[str], partitions: Iterable[int] | None = None) -> pd.DataFrame:
+    """The decision logs of a run folder (all of them, or those of ``partitions``), in partition order."""
+    if partitions is None:
+        paths = sorted((Path(out_dir) / DECISIONS_DIR).glob("part-*.parquet"))
+    else:
+        paths = [decision_path(Path(out_dir), i) for i in partitions]
+    frames = [pd.read_parquet(p) for p in paths if p.exists()]
+    if not frames:
+        return pd.DataFrame(columns=["key", "source", "accepted", "stage", "reason", "error", "partition"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write a table via a temp file, fsync and rename (columns of mixed types are stored as strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # mixed-type measured columns (e.g. a value that is sometimes a string) are stored as strings
+    for col in df.columns:
+        if df[col].dtype == object:
+            kinds = {type(v) for v in df[col] if v is not None and v == v}
+            if len(kinds) > 1:
+                df[col] = df[col].map(lambda v: None if v is None else str(v))
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def ready_stages(stages: Sequence[Stage]) -> list[Stage]:
@@ -125,74 +185,132 @@ def ready_stages(stages: Sequence[Stage]) -> list[Stage]:
     return ready
 
 
-def _apply(stages: Sequence[Stage], item: Item) -> tuple[Item | None, dict[str, Any]]:
-    """Run one item through the stages; returns the accepted item (or None) and its decision row."""
-    row: dict[str, Any] = {"key": item.key, "source": item.source}
-    for stage in stages:
-        try:
-            out = stage(item)
-        except BadInputError as exc:  # bad input is a rejection with its reason, not a crash
-            out = Rejection(stage.name, getattr(exc, "reason", None) or str(exc))
-        except Exception as exc:  # a bug or an unexpected failure: record it, keep going
-            log.debug("stage %s failed on %s:\n%s", stage.name, item.key, traceback.format_exc())
-            row.update(accepted=False, stage=stage.name, reason=f"error: {type(exc).__name__}: {exc}")
-            row["error"] = True
-            row.update({f"m.{k}": v for k, v in item.measured.items()})
-            return None, row
-        if isinstance(out, Rejection):
-            item.measured.update(out.measured)
-            row.update(accepted=False, stage=out.stage, reason=out.reason, error=False)
-            row.update({f"m.{k}": v for k, v in item.measured.items()})
-            row["backends"] = _json(item.backends)
-            return None, row
-        item = out
-    row.update(accepted=True, stage=stages[-1].name if stages else "", reason="", error=False)
+# ---- one partition: every item through the stages, one decision row each -----------------------------
+
+Outcome = tuple[Item | None, dict[str, Any] | None]  # (surviving item, None) or (None, its decision row)
+
+
+def _row(item: Item, *, accepted: bool, stage: str, reason: str, error: bool = False) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": item.key, "source": item.source, "accepted": accepted, "stage": stage,
+                           "reason": reason, "error": error}
     row.update({f"m.{k}": v for k, v in item.measured.items()})
-    row["backends"] = _json(item.backends)
-    return item, row
+    row["backends"] = json.dumps(item.backends, sort_keys=True)
+    return row
 
 
-def _json(d: dict[str, str]) -> str:
-    import json
+def _batch_size(stage: Any) -> int:
+    return int(getattr(stage, "batch_size", 1) or 1) if hasattr(stage, "call_batch") else 1
 
-    return json.dumps(d, sort_keys=True)
+
+def _outcome(stage: Any, item: Item, result: Any) -> Outcome:
+    if isinstance(result, Rejection):
+        item.measured.update(result.measured)
+        return None, _row(item, accepted=False, stage=result.stage, reason=result.reason)
+    if not isinstance(result, Item):
+        return None, _row(item, accepted=False, stage=stage.name, error=True,
+                          reason=f"error: stage returned {type(result).__name__}")
+    return result, None
+
+
+def _call_one(stage: Any, item: Item) -> Outcome:
+    try:
+        result = stage(item)
+    except BadInputError as exc:  # bad input is a rejection with its reason, not a crash
+        result = Rejection(stage.name, getattr(exc, "reason", None) or str(exc))
+    except Exception as exc:  # a bug or an unexpected failure: record it, keep going
+        log.debug("stage %s failed on %s:\n%s", stage.name, item.key, traceback.format_exc())
+        return None, _row(item, accepted=False, stage=stage.name, reason=f"error: {type(exc).__name__}: {exc}",
+                          error=True)
+    return _outcome(stage, item, result)
+
+
+def _call_batch(stage: Any, items: list[Item]) -> list[Outcome]:
+    try:
+        results = stage.call_batch(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"call_batch returned {len(results)} results for {len(items)} items")
+    except Exception:
+        if len(items) == 1:
+            return [_call_one(stage, items[0])]
+        # isolate the failing item: every other item of the batch still gets its own verdict
+        return [out for item in items for out in _call_batch(stage, [item])]
+    return [_outcome(stage, item, res) for item, res in zip(items, results, strict=True)]
+
+
+def decide_partition(
+    ready: Sequence[Any],
+    items: list[Item],
+    partition: int,
+    accept: Callable[[Item], None],
+    on_item: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run a partition's items through set-up stages; ``accept`` gets each item that passes them all.
+
+    Returns the decision rows in item order (``on_item`` is called with 1 as each item is decided).
+    """
+    sizes = [_batch_size(s) for s in ready]
+    rows: dict[int, dict[str, Any]] = {}
+    queues: dict[int, list[tuple[int, Item]]] = {i: [] for i, n in enumerate(sizes) if n > 1}
+
+    def decided(idx: int, row: dict[str, Any]) -> None:
+        row["partition"] = partition
+        rows[idx] = row
+        if on_item is not None:
+            on_item(1)
+
+    def advance(idx: int, item: Item, start: int) -> None:
+        for s in range(start, len(ready)):
+            if sizes[s] > 1:
+                queues[s].append((idx, item))
+                if len(queues[s]) >= sizes[s]:
+                    flush(s)
+                return
+            kept, row = _call_one(ready[s], item)
+            if kept is None:
+                decided(idx, row)
+                return
+            item = kept
+        accept(item)
+        decided(idx, _row(item, accepted=True, stage=ready[-1].name if ready else "", reason=""))
+
+    def flush(s: int) -> None:
+        batch, queues[s] = queues[s], []
+        results = _call_batch(ready[s], [it for _, it in batch]) if batch else []
+        for (idx, _), (kept, row) in zip(batch, results, strict=True):
+            if kept is None:
+                decided(idx, row)
+            else:
+                advance(idx, kept, s + 1)
+
+    for idx, item in enumerate(items):
+        advance(idx, item, 0)
+    for s in sorted(queues):
+        flush(s)
+    return [rows[i] for i in sorted(rows)]
+
+
+def commit_partition(rows: list[dict[str, Any]], out_dir: str, partition: int, items: int) -> dict[str, int]:
+    """Write the decision log (the partition's "done" marker) and return the partition's counts."""
+    write_parquet_atomic(pd.DataFrame(rows), decision_path(Path(out_dir), partition))
+    return {
+        "items": items,
+        "accepted": sum(1 for r in rows if r["accepted"]),
+        "rejected": sum(1 for r in rows if not r["accepted"] and not r["error"]),
+        "errors": sum(1 for r in rows if r["error"]),
+    }
 
 
 def run_partition(
     stages: Sequence[Stage], items: list[Item], partition: int, out_dir: str, sink: Sink
 ) -> dict[str, int]:
     """Process one partition end to end; safe to retry (outputs are replaced atomically)."""
-    ready = ready_stages(stages)
     accepted: list[Item] = []
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        kept, row = _apply(ready, item)
-        row["partition"] = partition
-        rows.append(row)
-        if kept is not None:
-            accepted.append(kept)
+    rows = decide_partition(ready_stages(stages), items, partition, accepted.append)
     sink(partition, accepted)
-    _write_parquet_atomic(pd.DataFrame(rows), decision_path(Path(out_dir), partition))
-    return {
-        "accepted": len(accepted),
-        "rejected": sum(1 for r in rows if not r["accepted"] and not r.get("error")),
-        "errors": sum(1 for r in rows if r.get("error")),
-    }
+    return commit_partition(rows, out_dir, partition, len(items))
 
 
-def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # mixed-type measured columns (e.g. a value that is sometimes a string) are stored as strings
-    for col in df.columns:
-        if df[col].dtype == object:
-            kinds = {type(v) for v in df[col] if v is not None and v == v}
-            if len(kinds) > 1:
-                df[col] = df[col].map(lambda v: None if v is None else str(v))
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+# ---- whole runs: partitions, resume, Dask, progress ---------------------------------------------------
 
 
 def partition_items(items: Iterable[Item], size: int) -> list[list[Item]]:
@@ -205,6 +323,42 @@ def partition_items(items: Iterable[Item], size: int) -> list[list[Item]]:
             parts.append([])
         parts[-1].append(item)
     return [p for p in parts if p]
+
+
+def plan_partitions(
+    items: Iterable[Item], partition_size: int, out: Path, description: str
+) -> tuple[list[list[Item]], list[int], str]:
+    """The partitions, the indices of those without a decision log (still to do), and the progress label."""
+    parts = partition_items(items, partition_size)
+    todo = [i for i in range(len(parts)) if not decision_path(out, i).exists()]
+    skipped = len(parts) - len(todo)
+    return parts, todo, f"{description} ({skipped} partitions already done)" if skipped else description
+
+
+def submit_partitions(
+    client: Any,
+    run_one: Callable[..., dict[str, int]],
+    stages: Sequence[Any],
+    parts: list[list[Item]],
+    todo: list[int],
+    out: Path,
+    sink: Any,
+    key_prefix: str,
+) -> list[Any]:
+    """Submit ``run_one(stages, items, partition, out_dir, sink)`` for each partition still to do.
+
+    GPU stages take the GPU worker resource, but only where some worker offers one (a CPU-only
+    cluster would otherwise never schedule them). Returns the futures, in ``todo`` order.
+    """
+    from inscene.runtime import gpu_resources
+
+    needs_gpu = any(getattr(s, "resources", {}).get("GPU") for s in stages)
+    resources = gpu_resources(client) if needs_gpu else None
+    return [
+        client.submit(run_one, list(stages), parts[i], i, str(out), sink,
+                      key=f"{key_prefix}-{out.name}-{i:05d}", resources=resources, pure=False)
+        for i in todo
+    ]
 
 
 def run_stages(
@@ -233,15 +387,11 @@ def run_stages(
     Returns:
         A :class:`RunSummary` over all partitions, including those finished by earlier runs.
     """
-    out = Path(out_dir)
-    parts = partition_items(items, partition_size)
-    todo = [i for i in range(len(parts)) if not decision_path(out, i).exists()]
-    skipped = len(parts) - len(todo)
-    needs_gpu = any(s.resources.get("GPU") for s in stages)
-    from inscene.runtime import gpu_resources, progress
+    from inscene.runtime import progress
 
-    done = skipped
-    label = f"{description} ({skipped} partitions already done)" if skipped else description
+    out = Path(out_dir)
+    parts, todo, label = plan_partitions(items, partition_size, out, description)
+    skipped = done = len(parts) - len(todo)
     if client is None or not todo:
         work = ((i, None) for i in todo)
         for i, _ in progress(work, label, total=len(todo)):
@@ -250,32 +400,10 @@ def run_stages(
             if on_progress:
                 on_progress(done, len(parts))
     else:
-        # GPU stages take the GPU worker resource, but only where some worker offers one
-        # (a CPU-only cluster would otherwise never schedule them).
-        resources = gpu_resources(client) if needs_gpu else None
-        futures = [
-            client.submit(
-                run_partition, list(stages), parts[i], i, str(out), sink,
-                key=f"partition-{out.name}-{i:05d}", resources=resources, pure=False,
-            )
-            for i in todo
-        ]
+        futures = submit_partitions(client, run_partition, stages, parts, todo, out, sink, "partition")
         for fut in progress(futures, label):
             fut.result()  # re-raise a partition's failure here, with its traceback
             done += 1
             if on_progress:
                 on_progress(done, len(parts))
-    frames = [pd.read_parquet(decision_path(out, i)) for i in range(len(parts))]
-    decisions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["key", "source", "accepted", "stage", "reason", "error", "partition"]
-    )
-    errors = int(decisions["error"].fillna(False).astype(bool).sum()) if len(decisions) else 0
-    accepted = int(decisions["accepted"].astype(bool).sum()) if len(decisions) else 0
-    return RunSummary(
-        partitions=len(parts),
-        skipped_partitions=skipped,
-        accepted=accepted,
-        rejected=len(decisions) - accepted - errors,
-        errors=errors,
-        decisions=decisions,
-    )
+    return summarize(read_decisions(out, range(len(parts))), len(parts), skipped)

@@ -678,13 +678,13 @@ class SyntheticSink:
                     for key, path, meta in rows:
                         writer.write(key, {"png": path.read_bytes()}, meta)
         if attempts:
-            from inscene.stages import _write_parquet_atomic
+            from inscene.stages import write_parquet_atomic
 
             frame = pd.DataFrame(attempts)
             for col in ("tags", "face_box"):
                 if col in frame:
                     frame[col] = frame[col].map(lambda v: None if v is None else json.dumps(v))
-            _write_parquet_atomic(frame, Path(self.out) / "attempts" / f"part-{partition:05d}.parquet")
+            write_parquet_atomic(frame, Path(self.out) / "attempts" / f"part-{partition:05d}.parquet")
 
 
 def _reference_rows(journal: IdentityJournal, ident: str, split: str) -> list[tuple[str, Path, dict[str, Any]]]:

@@ -81,11 +81,19 @@ from typing import Any, Literal
 import numpy as np
 
 from inscene import imageio
+from inscene.batches import PartitionOutput, run_batched
 from inscene.config import InsceneConfig, RealFilterSettings
 from inscene.errors import BadInputError, ImageDecodeError, MissingWeightsError
 from inscene.schema import Face, Provenance, Sample
-from inscene.stages import Item, Rejection, RunSummary
-from pipelines.batched import read_decisions, run_batched, write_parquet_atomic
+from inscene.stages import (
+    Item,
+    Rejection,
+    RunSummary,
+    decision_path,
+    read_decisions,
+    summarize,
+    write_parquet_atomic,
+)
 from pipelines.inputs import InputRef, Pseudonymiser, list_inputs, read_input, read_sidecars, sanitize_key
 
 Profile = Literal["gallery", "cc12m"]
@@ -1224,18 +1232,14 @@ def run_rethreshold(
     tar_cache: dict[str, list[InputRef] | str] = {}
     cwd = first.get("cwd")
     copied = remade = 0
-    from inscene.stages import decision_path
-
     for partition, part in decisions.groupby("partition", sort=True):
         partition = int(partition)
         if decision_path(out, partition).exists():
             continue
-        sink.clear(partition)
         old = _old_shard_members(run, options.split, options.subset, partition, encode.field)
         accepted = part[part["accepted"].astype(bool)]
-        writer = None
         rows = part.copy()
-        try:
+        with PartitionOutput(sink, partition) as output:
             for idx, row in accepted.iterrows():
                 key = row["key"]
                 if key in old:
@@ -1262,15 +1266,7 @@ def run_rethreshold(
                     image = imageio.encode_image(crop, encode.fmt, quality=encode.quality)
                     meta = encode.meta(key, str(row["source"]), m, json.loads(row["backends"]), extra, crop.shape)
                     remade += 1
-                if writer is None:
-                    writer = sink.open(partition)
-                writer.write(Item(key=key, source=str(row["source"]), data={"image": image}, meta=meta))
-            if writer is not None:
-                writer.close()
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
+                output.write(Item(key=key, source=str(row["source"]), data={"image": image}, meta=meta))
         write_parquet_atomic(rows.reset_index(drop=True), decision_path(out, partition))
     refs_copied = _copy_refs(run, out, options.split)
     from inscene.shards import write_index
@@ -1278,11 +1274,8 @@ def run_rethreshold(
     if (out / DATASET_DIR).exists():
         write_index(out / DATASET_DIR)
     all_rows = read_decisions(out)
-    errors = int(all_rows["error"].fillna(False).astype(bool).sum()) if len(all_rows) else 0
-    acc = int(all_rows["accepted"].astype(bool).sum()) if len(all_rows) else 0
-    summary = RunSummary(partitions=int(all_rows["partition"].nunique()) if len(all_rows) else 0,
-                         skipped_partitions=0, accepted=acc, rejected=len(all_rows) - acc - errors,
-                         errors=errors, decisions=all_rows)
+    summary = summarize(all_rows, int(all_rows["partition"].nunique()) if len(all_rows) else 0)
+    acc, errors = summary.accepted, summary.errors
     from pipelines.report import funnel_counts, write_report
 
     report = write_report(out, all_rows, thresholds=dataclasses.asdict(t), iqa=iqa, detector=first["detector"],

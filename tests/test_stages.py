@@ -85,3 +85,25 @@ def test_decision_log_is_parquet_readable_without_inscene(tmp_path):
     df = pd.read_parquet(decision_path(tmp_path, 0))
     assert list(df["key"]) == ["k0", "k1", "k2"]
     assert {"accepted", "stage", "reason", "m.value", "backends"} <= set(df.columns)
+
+
+def test_error_rows_keep_the_backends_of_the_values_measured_before_the_failure(tmp_path):
+    summary = run_stages([Measure()], _items(14), tmp_path, JsonSink(str(tmp_path)), partition_size=20)
+    row = summary.decisions.set_index("key").loc["k13"]
+    assert bool(row["error"]) and row["m.value"] == 13
+    assert json.loads(row["backends"]) == {"value": "int()"}
+
+
+@dataclass
+class ReturnsNothing(Measure):
+    name: str = "forgetful"
+
+    def __call__(self, item):
+        return None if item.key == "k1" else item
+
+
+def test_a_stage_returning_neither_item_nor_rejection_is_an_error_row_and_the_run_goes_on(tmp_path):
+    summary = run_stages([ReturnsNothing()], _items(3), tmp_path, JsonSink(str(tmp_path)), partition_size=10)
+    assert (summary.accepted, summary.errors) == (2, 1)
+    row = summary.decisions.set_index("key").loc["k1"]
+    assert row["stage"] == "forgetful" and row["reason"] == "error: stage returned NoneType"
