@@ -215,14 +215,19 @@ META_DOCS: dict[str, str] = {
     "identity_id": "Identity shown; joins to the identities config ('' when none). Real identities are "
     "HMAC-SHA256 pseudonyms (id-...); synthetic ones are CelebRef-HQ ids.",
     "prompt": "Generation prompt (synthetic scenes, §6.1 Figure 5; '' otherwise).",
-    "n_faces": "Number of faces detected.",
-    "face_box": "Largest face's box [x1, y1, x2, y2] in pixels, as JSON ('' when no face).",
-    "face_landmarks": "Largest face's 5 landmarks [[x, y], ...]: left eye, right eye, nose, left and right "
-    "mouth corner, left/right as seen in the image; JSON ('' when no face).",
+    "n_faces": "Number of faces in faces (filter-real: the face the crop was made around plus the other detected "
+    "faces lying wholly inside the crop).",
+    "face_box": "Main face's box [x1, y1, x2, y2] in pixels of the stored image, as JSON ('' when no face): the "
+    "largest face; filter-real: the face the crop was made around (the largest, or the best detector score "
+    "with --face score).",
+    "face_landmarks": "Main face's (face_box's) 5 landmarks [[x, y], ...]: left eye, right eye, nose, left and "
+    "right mouth corner, left/right as seen in the image; JSON ('' when no face).",
     "faces": "Every detected face as a JSON list: box, 5 landmarks, optional 68 landmarks, score, backend.",
     "degradation": "The replayable degradation operator (DegradationParams JSON) of a one-version LQ ('' when "
     "none).",
-    "source": "Where the image came from: file name, URL or generator call.",
+    "source": "Where the image came from: file name, URL, tar member (<tar>#<member>) or generator call; "
+    "'pseudonymised:<key>' when filter-real / develop-raw --pseudonymise replaced it (a path can name the "
+    "person).",
     "sha256": "sha256 of the original bytes the sample was made from.",
     "backends": "Role -> backend behind each value, as JSON (detector, generator, IQA, decoder ...).",
     "seed": "Seed of any random choice made for this sample (-1 when none).",
@@ -284,11 +289,46 @@ META_DOCS: dict[str, str] = {
     "no_face": "True when no face was detected in the capture (kept, flagged).",
     "bit_depth": "Bits per sample of the stored image (8 or 16).",
     "ref_index": "Index of this reference image among its identity's references.",
+    # filter-real (§6.2 Figure 6: gallery photos; §4.1 'Real-world training data': CC12M)
+    "filter_profile": "filter-real profile that kept the photo: 'gallery' (identity gallery, §6.2 thresholds; "
+    "subset real) or 'cc12m' (CC12M photos without references, §4.1; subset nonref).",
+    "orig_width": "Width in pixels of the input photo (EXIF orientation applied), before filter-real's resize "
+    "and crop.",
+    "orig_height": "Height in pixels of the input photo (EXIF orientation applied), before filter-real's resize "
+    "and crop.",
+    "short_side": "Shorter side of the input photo in pixels, min(orig_width, orig_height): filter-real's Stage 1 "
+    "size check (§6.2 keeps >= 1000 px for gallery photos; §4.1 >= 1024 px for CC12M).",
+    "crop_box": "The square crop [x1, y1, x2, y2] in pixels of the input photo resized to min(H, W) = crop size "
+    "(1024 in §6.2 Stage 1), as JSON: along the longer side, holding the whole face box and centred on it as "
+    "far as the photo allows (§4.1: not a centre crop).",
+    "face_area_fraction": "Area of face_box / area of the crop, a fraction (0-1, not %): filter-real's Stage 2 "
+    "content check (§6.2 keeps >= 0.01, i.e. 1%; measured on the Stage 1 crop).",
+    "face_area_fraction_orig": "Area of the face box / area of the whole input photo before cropping, a "
+    "fraction (0-1); recorded beside face_area_fraction, not thresholded.",
+    "blur_face": "Sharpness of the face: variance of the Laplacian (OpenCV, ksize=1) of the 8-bit gray face_box "
+    "region downscaled to at most 256 px (setting in backends.blur_face); higher is sharper. filter-real's "
+    "Stage 2 blur check: §6.2 names the measure (after its ref. [15]) but no threshold; the toolkit keeps "
+    ">= 35 (real_filter.min_blur_face).",
+    "blur_image": "Sharpness of the whole crop: variance of the Laplacian (OpenCV, ksize=1) of the 8-bit gray "
+    "crop at full size (backends.blur); higher is sharper. filter-real's Stage 2 blur check: §6.2 names the "
+    "measure but no threshold; the toolkit keeps >= 20 (real_filter.min_blur_image).",
+    "iqa": "Stage 3 scores the photo was kept on: 'paper' (MUSIQ, CLIP-IQA and MANIQA from pyiqa, §6.2 Stage 3 "
+    "/ §4.1; columns musiq, clipiqa, maniqa) or 'piqe' (the embedded weight-free PIQE fallback, column piqe; "
+    "not the paper's criterion).",
+    "piqe": "PIQE no-reference distortion score, 0-100 (lower is better), from pyiqa's weight-free PIQE "
+    "(version in backends.piqe): filter-real's Stage 3 fallback when the MUSIQ / CLIP-IQA / MANIQA weights "
+    "are absent, kept <= 50 by default (real_filter.max_piqe, PIQE's 'fair' limit); not in the paper.",
+    "caption": "Caption of a WebDataset input (its .txt sidecar, e.g. CC12M fetched with img2dataset); '' when "
+    "the input had none.",
+    "url": "Original URL of a WebDataset input (the url field of its img2dataset .json sidecar); '' when none.",
 }
 _IQA_DOCS = {
-    "C-IQA": "CLIP-IQA no-reference quality (higher is better; §4.1, §6.2 stage 3 keeps >= 0.65).",
-    "M-IQA": "MANIQA no-reference quality (higher is better; §4.1, §6.2 stage 3 keeps >= 0.40).",
-    "MUSIQ": "MUSIQ no-reference quality (higher is better; §4.1, §6.2 stage 3 keeps >= 65).",
+    "C-IQA": "CLIP-IQA no-reference quality, 0-1 (higher is better); filter-real scores it with pyiqa's clipiqa "
+    "(CLIP RN50; version in backends.clipiqa). §6.2 Stage 3 and §4.1 keep >= 0.65.",
+    "M-IQA": "MANIQA no-reference quality, 0-1 (higher is better); filter-real scores it with pyiqa's maniqa "
+    "(KonIQ-10k; version in backends.maniqa). §6.2 Stage 3 and §4.1 keep >= 0.40.",
+    "MUSIQ": "MUSIQ no-reference quality, 0-100 (higher is better); filter-real scores it with pyiqa's musiq "
+    "(KonIQ-10k; version in backends.musiq). §6.2 Stage 3 and §4.1 keep >= 65.",
 }
 
 
@@ -1012,6 +1052,43 @@ def _synthetic_run(d: Path) -> dict[str, Any] | None:
     return data if isinstance(options, dict) and "generator" in options else None
 
 
+#: Record name of a filter-real run's options and thresholds (its ``run.json``).
+FILTER_REAL_RUN_RECORD = "filter-real run.json"
+
+
+def _filter_real_run(d: Path) -> dict[str, Any] | None:
+    """filter-real's ``run.json`` when ``d`` is the ``dataset/`` folder of a filter-real run."""
+    path = d.parent / "run.json"
+    if d.name != "dataset" or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("command") == "filter-real" else None
+
+
+def _filter_real_config(run: dict[str, Any], config_flat: dict[str, Any]) -> dict[str, Any]:
+    """The run's config with the thresholds it actually applied (its options may override the config)."""
+    from inscene.config import InsceneConfig
+
+    flat = dict(config_flat)
+    if isinstance(run.get("config"), dict):
+        with contextlib.suppress(ValidationError, ValueError, TypeError, AttributeError):
+            flat = InsceneConfig.from_flat(run["config"]).flat()
+    options = run.get("options") if isinstance(run.get("options"), dict) else {}
+    th = options.get("thresholds") if isinstance(options.get("thresholds"), dict) else {}
+    profile = options.get("profile", "gallery")
+    if "min_short_side" in th:
+        flat[f"real_filter.min_short_side_{'cc12m' if profile == 'cc12m' else 'gallery'}"] = th["min_short_side"]
+    for key in ("min_face_area_fraction", "min_musiq", "min_clipiqa", "min_maniqa", "max_piqe"):
+        if key in th:
+            flat[f"real_filter.{key}"] = th[key]
+    flat["real_filter.iqa_used"] = run.get("iqa")
+    flat["real_filter.profile_used"] = profile
+    return flat
+
+
 def _clean_record(data: dict[str, Any]) -> dict[str, Any]:
     """Scalar settings only; no local paths, no salts, tokens or secrets."""
     return {
@@ -1045,7 +1122,17 @@ def _run_records(dirs: Sequence[Path]) -> tuple[dict[str, dict[str, Any]], dict[
                 with contextlib.suppress(ValidationError, ValueError, TypeError, AttributeError):
                     config_flat = InsceneConfig.from_flat(synthetic["config"]).flat()
                     config_source = "the config recorded in build-synthetic's run.json"
-        recorded = next((c for c in (d / "config.json", d.parent / "config.json") if c.is_file()), None)
+        real_run = _filter_real_run(d)
+        if real_run is not None:
+            options = real_run.get("options") if isinstance(real_run.get("options"), dict) else {}
+            th = options.get("thresholds") if isinstance(options.get("thresholds"), dict) else {}
+            records[FILTER_REAL_RUN_RECORD] = _clean_record(
+                {**{k: v for k, v in options.items() if k != "thresholds"}, **th,
+                 "detector": real_run.get("detector"), "iqa": real_run.get("iqa")})
+            config_flat = _filter_real_config(real_run, config_flat)
+            config_source = "filter-real's run.json (its config and the thresholds it applied)"
+        recorded = None if real_run is not None else next(
+            (c for c in (d / "config.json", d.parent / "config.json") if c.is_file()), None)
         if recorded is not None:
             with contextlib.suppress(OSError, ValidationError, ValueError, TypeError, AttributeError):
                 config_flat = InsceneConfig.from_flat(json.loads(recorded.read_text())).flat()
@@ -1786,8 +1873,11 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
             f"{cfg.get('real_filter.min_short_side_cc12m', 1024)} px (CC12M); a detected face; resized to "
             f"min(H, W) = {cfg.get('real_filter.crop_size', 1024)} and cropped to a square keeping the face box; "
             f"face box >= {cfg.get('real_filter.min_face_area_fraction', 0.01):.0%} of the image; a Laplacian-variance "
-            f"sharpness check; MUSIQ >= {cfg.get('real_filter.min_musiq', 65.0)}, CLIP-IQA >= "
-            f"{cfg.get('real_filter.min_clipiqa', 0.65)}, MANIQA >= {cfg.get('real_filter.min_maniqa', 0.4)}.\n"
+            + (f"sharpness check; PIQE <= {cfg.get('real_filter.max_piqe', 50.0)} (the toolkit's weight-free "
+               "fallback: the paper's IQA weights were not available, so Stage 3 is NOT the paper's).\n"
+               if cfg.get("real_filter.iqa_used") == "piqe" else
+               f"sharpness check; MUSIQ >= {cfg.get('real_filter.min_musiq', 65.0)}, CLIP-IQA >= "
+               f"{cfg.get('real_filter.min_clipiqa', 0.65)}, MANIQA >= {cfg.get('real_filter.min_maniqa', 0.4)}.\n")
         )
     if "test-real" in present:
         isos = cfg.get("raw.iso_groups", (3200, 1600, 800))

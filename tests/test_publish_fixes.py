@@ -1,6 +1,7 @@
 """`inscene publish` with what the pipelines really write: develop-raw's pseudonymised test split,
 build-synthetic's dataset beside its `inscene degrade` validation LQ, the card's description of the
-recorded generator / filter, and licences that differ per config.
+recorded generator / filter, licences that differ per config, and the columns of a pseudonymised
+filter-real run.
 
 Inputs are made by the pipelines themselves (develop-raw on its generated demo DNGs; build-synthetic
 with the offline ``compose`` generator and the embedded dlib embedder on scikit-image's astronaut;
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from inscene import hub, imageio
 from inscene.cli import app
+from inscene.config import InsceneConfig
 from inscene.errors import BadInputError
 from inscene.shards import ShardReader
 from pipelines.inputs import Pseudonymiser
@@ -206,3 +208,64 @@ def test_licence_metadata_is_right_for_every_config(synthetic_published):
     assert (data["license"], data["license_name"], data["license_link"]) == (
         "other", "flux-1-dev-non-commercial-license", "LICENSE.md")
     assert "different licences" not in hub.build_card(one, REPO)
+
+
+# ---- filter-real --pseudonymise -> publish: the card documents every column it writes ---------------------
+
+
+def _card_row(text: str, column: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| `json.{column}` |"))
+
+
+def test_card_documents_every_column_filter_real_writes(tmp_path):
+    from pipelines.filter_real import PAPER_IQA, EncodeStage, FilterOptions, Thresholds, run_filter_real
+
+    astro = skimage.data.astronaut()
+    (tmp_path / "gallery" / "Jane_Doe").mkdir(parents=True)
+    (tmp_path / "gallery" / "Jane_Doe" / "a.png").write_bytes(imageio.encode_image(astro, "png"))
+    (tmp_path / "refs" / "Jane_Doe").mkdir(parents=True)
+    (tmp_path / "refs" / "Jane_Doe" / "r.png").write_bytes(imageio.encode_image(astro[40:300, 100:360], "png"))
+    # the shipped photo is 512 px: lowered --min-side, 512 px crop, embedded dlib detector and PIQE Stage 3
+    options = FilterOptions(thresholds=Thresholds.for_profile("gallery", min_short_side=256), detector="dlib",
+                            iqa="piqe", pseudonymise=True)
+    run = run_filter_real([tmp_path / "gallery"], tmp_path / "run", options, refs=tmp_path / "refs", salt=SALT,
+                          config=InsceneConfig(real_filter={"crop_size": 512}))
+    assert run.summary.accepted == 1 and run.refs is not None and run.refs.accepted == 1
+    written = next(iter(ShardReader(run.out / "dataset", subset="real", decode_images=False))).meta
+    assert {"caption", "url", "crop_box", "face_area_fraction", "blur_face", "blur_image", "iqa", "piqe",
+            "short_side", "orig_width", "filter_profile"} <= set(written)
+
+    decl = _declaration(tmp_path / "decl.json", real=REAL, identities=REAL)
+    result = hub.publish([run.out / "dataset"], REPO, out=tmp_path / "hub", dry_run=True, declaration=decl,
+                         check="full")
+    assert result.validation.ok, result.validation.problems
+    text = (tmp_path / "hub" / "README.md").read_text()
+    assert "(not documented by the publisher)" not in text and result.undocumented == []
+    for column in written:
+        assert f"`json.{column}`" in text, column
+    # units, the paper's section and threshold, and the backend that produced the score
+    assert "0-1, not %" in _card_row(text, "face_area_fraction") and "§6.2 keeps >= 0.01" in _card_row(
+        text, "face_area_fraction")
+    assert "§6.2 keeps >= 1000 px" in _card_row(text, "short_side") and "§4.1 >= 1024 px" in _card_row(
+        text, "short_side")
+    assert "variance of the Laplacian" in _card_row(text, "blur_face") and "no threshold" in _card_row(
+        text, "blur_face")
+    piqe = _card_row(text, "piqe")
+    assert "lower is better" in piqe and "pyiqa's weight-free PIQE" in piqe and "not in the paper" in piqe
+    assert "resized to min(H, W)" in _card_row(text, "crop_box")
+    assert "'pseudonymised:<key>'" in _card_row(text, "source")
+    # the Construction section states what this run applied, from its run.json, not the paper's defaults
+    construction = text.split("## Construction", 1)[1]
+    assert "shorter side >= 256 px (gallery)" in construction and "min(H, W) = 512" in construction
+    assert "PIQE <= 50" in construction and "NOT the paper's" in construction and "MUSIQ >=" not in construction
+    assert "Thresholds as recorded: filter-real's run.json" in construction
+
+    # with the paper's IQA (no weights here), the columns filter-real writes are documented too, by backend
+    stage = EncodeStage(subset="real", iqa_metrics=PAPER_IQA)
+    measured = {**{k[2:]: v for k, v in run.summary.decisions.iloc[0].items() if k.startswith("m.")},
+                "iqa": "paper", "musiq": 70.0, "clipiqa": 0.7, "maniqa": 0.5}
+    meta = stage.meta(written["key"], written["source"], measured, {}, {}, (512, 512, 3))
+    assert {"musiq", "clipiqa", "maniqa"} <= set(meta)
+    assert [k for k in meta if hub._meta_doc(k, hub.Declaration()) is None] == []
+    assert "pyiqa's musiq" in hub._meta_doc("musiq", hub.Declaration())
+    assert ">= 0.65" in hub._meta_doc("clipiqa", hub.Declaration())
