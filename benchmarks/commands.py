@@ -15,11 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.evaluate import DEFAULT_RESULTS, EvalReport, evaluate
+from benchmarks.evaluate import DEFAULT_RESULTS, EvalReport, _slug, evaluate
 from benchmarks.leaderboard import LeaderboardFiles, write_leaderboard
 from benchmarks.methods import ExternalMethod, create_method, list_methods
 from benchmarks.metrics import EMBEDDED_METRICS
-from benchmarks.splits import DEFAULT_GT_FIELDS, DEFAULT_LQ_FIELDS, FolderSource, ShardSource
+from benchmarks.splits import DEFAULT_GT_FIELDS, DEFAULT_LQ_FIELDS, FolderSource, ShardSource, folder_label
 from inscene.errors import BadInputError
 
 __all__ = ["DemoEvaluation", "evaluate_demo_split", "print_report", "run_evaluate", "run_leaderboard"]
@@ -50,8 +50,9 @@ def run_evaluate(
     ``predictions`` any row label (``S3Diff``) for a folder of external predictions.
 
     ``split`` is the InScene split read from ``data`` (default ``val-synthetic``); with ``lq``/``gt``
-    folders it is only the label rows are filed under (default ``folders``), and an InScene split
-    name is refused there, so folder scores never land on the paper's boards. Folder pairs carry no
+    folders it is only the label rows are filed under (default ``folders-<GT folder name>-<8 hex>``,
+    :func:`~benchmarks.splits.folder_label`, so different folder pairs get different boards), and an
+    InScene split name is refused there, so folder scores never land on the paper's boards. Folder pairs carry no
     face boxes, so the ``face-only`` and ``gt-face-inserted`` variants are refused with them.
     """
     if data is not None and (lq is not None or gt is not None):
@@ -68,7 +69,12 @@ def run_evaluate(
                 f"--{face_variants[0]} needs face boxes, which plain --lq/--gt folders do not have; "
                 "score an InScene split with --data DIR"
             )
-        source = FolderSource(lq, gt, split=split or "folders")
+        source = FolderSource(lq, gt, split=split or folder_label(lq, gt))
+        if split is None and kwargs.get("console") is not None:
+            kwargs["console"].print(
+                f"rows filed under split '{source.split}' (give --split {source.split} to file others beside them)",
+                markup=False, highlight=False, soft_wrap=True,
+            )
     else:
         raise BadInputError("give --data DIR (InScene shards) or --lq DIR/--gt DIR (plain folders)")
     if predictions is not None:
@@ -114,6 +120,8 @@ def print_report(report: EvalReport, console: Console | None = None, max_problem
             arrow = "↓" if m.lower_better else "↑"
             t.add_row(f"{m.label}{arrow}", _cell(m), m.backend or "")
         con.print(t)
+        for note in row.notes:
+            con.print(f"  note: {note}", markup=False, highlight=False, soft_wrap=True)
         for m in row.metrics.values():
             if m.notes:
                 con.print(f"  note: {m.label}: {m.notes}", markup=False, highlight=False, soft_wrap=True)
@@ -131,9 +139,16 @@ def print_report(report: EvalReport, console: Console | None = None, max_problem
 def run_leaderboard(
     results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.PathLike | None = None, **kwargs: Any
 ) -> LeaderboardFiles:
-    """Write the leaderboard files (see :func:`benchmarks.leaderboard.write_leaderboard`)."""
+    """Write the leaderboard files (see :func:`benchmarks.leaderboard.write_leaderboard`).
+
+    Without ``out``, the full leaderboard goes to ``results/leaderboard``; one filtered by
+    ``splits`` goes to ``results/leaderboard/<split>`` (several: joined by ``+``), so it never
+    overwrites the full one.
+    """
     if not Path(results).exists() and kwargs.get("include_reported") is False:
         raise BadInputError(f"no evaluation results in {results}; run `inscene evaluate` first")
+    if out is None and kwargs.get("splits"):
+        out = Path(results) / "leaderboard" / "+".join(_slug(s) for s in kwargs["splits"])
     return write_leaderboard(results, out, **kwargs)
 
 

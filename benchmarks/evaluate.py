@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.cache import SCORE_KEY, HashMemo, ScoreCache
-from benchmarks.methods import Method, PredictionError
+from benchmarks.methods import Method, PredictionError, ResizeMethod
 from benchmarks.metrics import (
     DEFAULT_METRICS,
     MetricSpec,
@@ -142,6 +142,16 @@ def _gt_feature_hash(variant: str, ref: SampleRef) -> str:
 # Rows
 
 
+#: Score-cache ``detail`` of a resize method's score on a sample whose LQ already has the GT
+#: size: the prediction is the LQ itself (the row then says the method equals ``lq`` here).
+LQ_AT_GT_SIZE = "lq-at-gt-size"
+
+
+def _resizes_lq(method: Method) -> bool:
+    """An interpolation baseline (bicubic, lanczos) that resizes the LQ to the GT size."""
+    return isinstance(method, ResizeMethod) and method.scale is None and method.filter != "nearest"
+
+
 #: Score-cache status of an ID score on a sample without a recorded face: the sample is outside
 #: the score's domain (it is counted in the cell's n/N and in its note, and does not make the row
 #: incomplete), unlike ``error``.
@@ -196,6 +206,7 @@ class EvalRow:
     data: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -328,9 +339,12 @@ def score_partition(task: PartitionTask) -> PartitionOutput:
     # (variant, metric) -> [(key, pred_v, gt_v, sample, pred_full)]
     groups: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray | None, EvalSample, np.ndarray]]] = {}
     gt_feats: dict[str, list[tuple[str, np.ndarray]]] = {}
+    lq_at_gt: set[str] = set()  # keys whose LQ already has the GT size (resize methods only)
 
     def row(key: str, variant: str, metric: str, value: float, status: str = "ok", detail: str = "") -> None:
         spec = task.specs[metric]
+        if status == "ok" and key in lq_at_gt:
+            detail = LQ_AT_GT_SIZE
         scores.append({
             "split": task.split, "key": key, "method": task.method.name, "pred_hash": task.pred_hashes[key],
             "ref_hash": ref_hash(spec, variant, refs[key]), "variant": variant, "metric": metric,
@@ -359,6 +373,8 @@ def score_partition(task: PartitionTask) -> PartitionOutput:
                 "(not resized: predictions must match the GT size)",
             ))
             continue
+        if _resizes_lq(task.method) and s.lq is not None and s.gt is not None and s.lq.shape[:2] == s.gt.shape[:2]:
+            lq_at_gt.add(s.key)
         variants = {v for v, _ in task.needs.get(s.key, [])} | set(task.gt_feature_needs.get(s.key, []))
         for variant in sorted(variants):
             try:
@@ -630,10 +646,16 @@ def evaluate(
         )
         problems = all_problems + metric_problems
         complete = not problems and all(m.status in ("ok", "n/a") for m in summaries.values())
+        notes = []
+        if _resizes_lq(method) and _all_lq_at_gt_size(cache, split, method.name, variant, scored_keys, pred_hashes):
+            notes.append(
+                f"{method.name} equals lq here: every LQ is stored at the GT size, so there is nothing to resize "
+                "(`inscene degrade --lq-size lq` keeps the LQ small)"
+            )
         row = EvalRow(
             split=split, variant=variant, method=method.name, complete=complete, n_samples=len(refs),
             metrics=summaries, problems=problems, method_info=method.describe(), data=source.describe(),
-            config={**config, "inscene_version": __version__}, created=created,
+            config={**config, "inscene_version": __version__}, created=created, notes=notes,
         )
         rows.append(row)
         if write:
@@ -644,6 +666,18 @@ def evaluate(
             os.replace(tmp, path)
             paths.append(path)
     return EvalReport(rows, n_computed, n_cached, time.perf_counter() - t0, paths)
+
+
+def _all_lq_at_gt_size(cache: ScoreCache, split: str, method: str, variant: str, scored: list[SampleRef],
+                       pred_hashes: dict[str, str]) -> bool:
+    """Every scored sample's cached scores say its LQ already had the GT size (nothing was resized)."""
+    df = cache.table("scores")
+    if df.empty or not scored:
+        return False
+    sub = df[(df["split"] == split) & (df["method"] == method) & (df["variant"] == variant)
+             & (df["detail"] == LQ_AT_GT_SIZE)]
+    marked = set(zip(sub["key"].astype(str), sub["pred_hash"].astype(str), strict=True))
+    return all((r.key, pred_hashes[r.key]) in marked for r in scored)
 
 
 def _features_frame(rows: list[dict[str, Any]]) -> Any:

@@ -10,10 +10,13 @@ source: they are never merged or averaged together. Best and second best are mar
 source by default (``rank_scope="source"``: the best measured row and the best reported row each
 get bold), since measured rows are scored on other data than the paper's; ``rank_scope="all"``
 ranks every row together (to see where a method run on the paper's own split would stand).
-Incomplete measured rows are shown, flagged, and never ranked. A metric a machine could not
-compute shows ``n/a`` with the reason (``weights missing: <file>``). The Wins column counts the
-metrics on which a row beats a reference method (``wins_ref``) among rows of its source; a
-reported row without such a count shows the paper's own Wins, marked ``(paper)``.
+Measured rows scored on different samples (another folder, shard set or sample count) are never
+ranked against each other: the board says so and marks best/second and Wins within rows of the
+same data only. Incomplete measured rows are shown, flagged, and never ranked. A metric a machine
+could not compute shows ``n/a`` (the reason, e.g. ``weights missing: <file>``, is listed once
+under the board). The Wins column counts the metrics on which a row beats a reference method
+(``wins_ref``) among rows of the same data; a reported row without such a count shows the paper's
+own Wins, marked ``(paper)``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -76,6 +80,9 @@ class BoardRow:
     n_samples: int = 0
     wins: tuple[int, int] | None = None
     reported_wins: str | None = None
+    notes: list[str] = field(default_factory=list)
+    data_key: str = "reported"  # rows with equal keys were scored on the same samples
+    data_desc: str = "the paper's data"
 
     @property
     def rankable(self) -> bool:
@@ -116,6 +123,26 @@ def _fmt(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _data_identity(row: EvalRow) -> tuple[str, str]:
+    """What a measured row was scored on: a comparable key and a short description.
+
+    Two rows share a key when they record the same source (GT folder, or shard folder, split,
+    subset and member names) and the same number of samples.
+    """
+    d = row.data or {}
+    if d.get("kind") == "folders":
+        where = d.get("gt") or d.get("lq")
+        ident: dict[str, Any] = {"kind": "folders", "where": where}
+        desc = f"folder {where}"
+    elif d.get("kind") == "shards":
+        ident = {k: d.get(k) for k in ("kind", "root", "shard_split", "subset", "lq_fields", "gt_fields")}
+        desc = f"shards {d.get('root')}/{d.get('shard_split')}" + (f" ({d['subset']})" if d.get("subset") else "")
+    else:
+        ident, desc = {}, "unrecorded data"
+    key = json.dumps([ident, row.n_samples], sort_keys=True)
+    return key, f"{desc}, {row.n_samples} sample{'s' if row.n_samples != 1 else ''}"
+
+
 def _measured_row(row: EvalRow, columns: list[MetricSpec]) -> BoardRow:
     cells = {}
     for spec in columns:
@@ -131,9 +158,11 @@ def _measured_row(row: EvalRow, columns: list[MetricSpec]) -> BoardRow:
         if m.status != "ok" or m.n != m.n_expected:  # partial, or samples outside the score (no face)
             text += f" ({m.n}/{m.n_expected})"
         cells[spec.name] = Cell(m.mean, text, ci, m.n, m.n_expected, m.status, notes=m.notes)
+    data_key, data_desc = _data_identity(row)
     return BoardRow(
         method=row.method, label=row.method, source="measured", cells=cells, complete=row.complete,
-        problems=[p.line() for p in row.problems], n_samples=row.n_samples,
+        problems=[p.line() for p in row.problems], n_samples=row.n_samples, notes=list(row.notes),
+        data_key=data_key, data_desc=data_desc,
     )
 
 
@@ -192,9 +221,9 @@ def _wins(board: Board, ref: str | None) -> None:
         return
     board.wins_ref = ref_row.label
     for r in board.rows:
-        # Wins compare methods on the same data: measured rows against a measured reference,
-        # reported rows against a reported one (the paper's own Wins are kept as printed).
-        if r is ref_row or r.source != ref_row.source:
+        # Wins compare methods on the same data: measured rows against a measured reference scored
+        # on the same samples, reported rows against a reported one (the paper's own Wins are kept).
+        if r is ref_row or r.data_key != ref_row.data_key:
             continue
         won = total = 0
         for spec in board.columns:
@@ -259,12 +288,16 @@ def build_boards(
         rows = [_measured_row(r, columns) for r in sorted(mrows, key=lambda r: r.method.lower())]
         rows += [_reported_row(r, columns) for r in rrows]
         board = Board(split, variant, columns, rows)
+        groups = _data_groups(rows)
+        mixed = sum(1 for key in groups if key != "reported") > 1
+        if mixed:
+            board.notes.append(_mixed_data_note(groups))
         for spec in columns:
-            if rank_scope == "all":
+            if rank_scope == "all" and not mixed:
                 _rank(rows, spec)
             else:
-                for src in ("measured", "reported"):
-                    _rank([r for r in rows if r.source == src], spec)
+                for group in groups.values():
+                    _rank(group, spec)
         _wins(board, wins_ref)
         if any(r.source == "reported" for r in rows) and any(r.source == "measured" for r in rows):
             board.notes.append(
@@ -272,6 +305,20 @@ def build_boards(
             )
         boards.append(board)
     return boards
+
+
+def _data_groups(rows: list[BoardRow]) -> dict[str, list[BoardRow]]:
+    """Rows by the data they were scored on (all reported rows form one group)."""
+    groups: dict[str, list[BoardRow]] = {}
+    for r in rows:
+        groups.setdefault(r.data_key, []).append(r)
+    return groups
+
+
+def _mixed_data_note(groups: dict[str, list[BoardRow]]) -> str:
+    parts = [f"{', '.join(r.label for r in g)} on {g[0].data_desc}" for k, g in groups.items() if k != "reported"]
+    return ("Measured rows were scored on different data (" + "; ".join(parts) + "): best/second and Wins "
+            "are marked only among rows scored on the same data.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,11 +350,14 @@ def _cell_notes(board: Board) -> list[str]:
 
 
 def render_markdown(boards: list[Board]) -> str:
-    """GitHub Markdown: best **bold**, second <u>underlined</u>, ``n/a (reason)`` in the cell."""
+    """GitHub Markdown: best **bold**, second <u>underlined</u>, ``n/a`` in the cell (reasons below).
+
+    ``N`` is the number of samples a measured row was scored on (empty for the paper's rows).
+    """
     out = []
     for b in boards:
         out.append(f"### {b.title}\n")
-        head = ["Method", "Source", "Step", *[f"{s.label}{s.arrow}" for s in b.columns]]
+        head = ["Method", "Source", "Step", "N", *[f"{s.label}{s.arrow}" for s in b.columns]]
         if b.show_wins:
             head.append("Wins↑")
         out.append("| " + " | ".join(head) + " |")
@@ -318,13 +368,13 @@ def render_markdown(boards: list[Board]) -> str:
             cells = []
             for s in b.columns:
                 c = r.cells[s.name]
-                t = f"n/a ({c.reason})" if c.status == "n/a" and c.reason else c.text
+                t = c.text
                 if c.rank == BEST:
                     t = f"**{t}**"
                 elif c.rank == SECOND:
                     t = f"<u>{t}</u>"
                 cells.append(t)
-            line = [name, src, r.steps or "", *cells]
+            line = [name, src, r.steps or "", str(r.n_samples) if r.source == "measured" else "", *cells]
             if b.show_wins:
                 line.append(_wins_text(r))
             out.append("| " + " | ".join(line) + " |")
@@ -333,8 +383,9 @@ def render_markdown(boards: list[Board]) -> str:
             notes.append(f"Wins: metrics on which a row beats {b.wins_ref} (rows of the same source).")
         if any(r.wins is None and r.reported_wins for r in b.rows):
             notes.append("Wins '(paper)': the count the paper prints (Table 3), not recomputed here.")
-        notes += _cell_notes(b)
+        notes += _footnotes(b)
         for r in b.rows:
+            notes += [f"{r.label}: {n}" for n in r.notes]
             for ln in r.problems[:20]:
                 notes.append(f"{r.label}: {ln}")
             if len(r.problems) > 20:
@@ -393,6 +444,24 @@ def render_csv(boards: list[Board]) -> str:
 
 
 _PERCEPTION_Y = ("lpips", "dists", "piqe", "musiq", "clipiqa")
+_LABEL_DY, _LABEL_STEP = 7, 9  # points above a marker: first number label, each stacked one
+
+
+def _label_offsets(points: list[tuple[float, float]], tol: float = 0.01) -> list[int]:
+    """Vertical offsets (points) of each marker's number label, stacking those of coinciding markers.
+
+    Markers closer than ``tol`` of the axis spans in both x and y count as coinciding: the n-th of
+    them gets its label ``n`` steps higher, so the numbers never print over each other.
+    """
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    offsets: list[int] = []
+    for i, (x, y) in enumerate(points):
+        below = sum(1 for px, py in points[:i] if abs(px - x) <= tol * span_x and abs(py - y) <= tol * span_y)
+        offsets.append(_LABEL_DY + _LABEL_STEP * below)
+    return offsets
 
 
 def plot_perception_distortion(
@@ -425,19 +494,23 @@ def plot_perception_distortion(
         return None
     fig, ax = plt.subplots(figsize=(8.6, 4.8), dpi=110)
     # Markers carry a number; the names are listed beside the plot (labels of close points would
-    # overlap otherwise).
+    # overlap otherwise). Numbers of points that (nearly) coincide are stacked above them.
     names = []
-    for i, (r, vx, vy) in enumerate(sorted(pts, key=lambda p: (p[0].source, p[1])), start=1):
+    pts = sorted(pts, key=lambda p: (p[0].source, p[1]))
+    offsets = _label_offsets([(vx, vy) for _, vx, vy in pts])
+    for i, ((r, vx, vy), dy) in enumerate(zip(pts, offsets, strict=True), start=1):
         measured = r.source == "measured"
         color = "#6a3d9a" if measured else "#555555"
         ax.scatter([vx], [vy], s=60, marker="o" if measured else "s",
                    facecolors=color if measured else "none", edgecolors=color, linewidths=1.5, zorder=3)
-        ax.annotate(str(i), (vx, vy), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7,
+        ax.annotate(str(i), (vx, vy), textcoords="offset points", xytext=(0, dy), ha="center", fontsize=7,
                     color=color)
         names.append(f"{i:>2}  {r.label}{'' if r.complete else ' (incomplete)'}"
                      f"{'' if measured else ' *'}")
     fig.text(0.71, 0.93, "\n".join(names), va="top", ha="left", fontsize=8, family="monospace")
-    fig.text(0.71, 0.06, "* reported (the paper's numbers)", fontsize=7, color="#555555")
+    kinds = {r.source for r, _, _ in pts}
+    if "reported" in kinds:
+        fig.text(0.71, 0.06, "* reported (the paper's numbers)", fontsize=7, color="#555555")
     sx, sy = cols[x], cols[y]
     ax.set_xlabel(f"{sx.label} {sx.arrow}  (distortion)")
     ax.set_ylabel(f"{sy.label} {sy.arrow}  (perception)")
@@ -445,10 +518,14 @@ def plot_perception_distortion(
     ax.grid(True, alpha=0.3)
     from matplotlib.lines import Line2D
 
-    ax.legend(handles=[
-        Line2D([], [], marker="o", ls="", markerfacecolor="#6a3d9a", markeredgecolor="#6a3d9a", label="measured"),
-        Line2D([], [], marker="s", ls="", markerfacecolor="none", markeredgecolor="#555555", label="reported (paper)"),
-    ], fontsize=8, loc="best")
+    handles = []  # only the kinds of point drawn
+    if "measured" in kinds:
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="#6a3d9a", markeredgecolor="#6a3d9a",
+                              label="measured"))
+    if "reported" in kinds:
+        handles.append(Line2D([], [], marker="s", ls="", markerfacecolor="none", markeredgecolor="#555555",
+                              label="reported (paper)"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
     missing = len(board.rows) - len(pts)
     if missing:
         fig.text(0.01, 0.005, f"{missing} row(s) without both {sx.label} and {sy.label} are not shown",
@@ -504,7 +581,7 @@ def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title
     ]
     for b in boards:
         parts.append(f"<h2 id='{e(b.slug)}'>{e(b.title)}</h2>")
-        head = ["<th class='name'>Method</th>", "<th>Step</th>"]
+        head = ["<th class='name'>Method</th>", "<th>Step</th>", "<th title='samples scored'>N</th>"]
         head += [f"<th title='{e(s.convention)}'>{e(s.label)}{s.arrow}</th>" for s in b.columns]
         if b.show_wins:
             tip = f"metrics on which the row beats {b.wins_ref}" if b.wins_ref else "the paper's Wins (Table 3)"
@@ -520,7 +597,8 @@ def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title
                      else f"<span class='badge b-reported'>reported · Table {e(r.table)}</span>")
             if not r.complete:
                 badge += f"<span class='badge b-incomplete'>incomplete · {len(r.problems)} problem(s)</span>"
-            tds = [f"<td class='name'>{e(r.label)}{badge}</td>", f"<td>{e(r.steps)}</td>"]
+            tds = [f"<td class='name'>{e(r.label)}{badge}</td>", f"<td>{e(r.steps)}</td>",
+                   f"<td>{r.n_samples if r.source == 'measured' else ''}</td>"]
             for s in b.columns:
                 c = r.cells[s.name]
                 klass = {BEST: "best", SECOND: "second"}.get(c.rank, "")
@@ -547,6 +625,7 @@ def render_html(boards: list[Board], plots: dict[str, Path] | None = None, title
             notes.append("Wins '(paper)': the count the paper prints (Table 3), not recomputed here.")
         notes.append("Measured cells: mean over images, with its bootstrap 95% interval below.")
         notes += _footnotes(b)
+        notes += [f"{r.label}: {n}" for r in b.rows for n in r.notes]
         parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
         for r in b.rows:
             if r.problems:

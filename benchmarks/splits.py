@@ -45,6 +45,7 @@ __all__ = [
     "SampleRef",
     "ShardSource",
     "SplitSpec",
+    "folder_label",
     "list_splits",
 ]
 
@@ -312,7 +313,7 @@ class ShardSource(DataSource):
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "shards",
-            "root": str(self.root),
+            "root": str(self.root.resolve()),
             "split": self.split,
             "shard_split": self.shard_split,
             "subset": self.subset,
@@ -453,6 +454,22 @@ def list_images(folder: Path) -> tuple[dict[str, Path], list[Problem], list[Path
     return by_stem, problems, others
 
 
+def folder_label(lq: str | os.PathLike | None, gt: str | os.PathLike | None) -> str:
+    """The default row label of a folder pair: ``folders-<GT folder name>-<8 hex>``.
+
+    The hex digits are the start of the sha256 of the resolved GT folder path (the LQ folder's
+    without GT), so rows scored on different folders land on different boards, and the same
+    folder always gets the same label (pass it back with ``--split``).
+    """
+    import hashlib
+    import re
+
+    folder = Path(gt if gt is not None else lq).resolve()  # type: ignore[arg-type]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name).strip("_.") or "root"
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    return f"folders-{name}-{digest}"
+
+
 class FolderSource(DataSource):
     """A plain pair of folders, matched by file name stem (``0001.png`` <-> ``0001.jpg``).
 
@@ -494,8 +511,8 @@ class FolderSource(DataSource):
         return state
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "folders", "lq": str(self.lq) if self.lq else None,
-                "gt": str(self.gt) if self.gt else None, "split": self.split, "has_gt": self.has_gt}
+        return {"kind": "folders", "lq": str(self.lq.resolve()) if self.lq else None,
+                "gt": str(self.gt.resolve()) if self.gt else None, "split": self.split, "has_gt": self.has_gt}
 
     def _hash(self, path: Path | None) -> str:
         if path is None:

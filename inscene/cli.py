@@ -158,7 +158,8 @@ def evaluate(
     split: Annotated[
         str | None,
         typer.Option("--split", help="With --data: val-synthetic (default), val-real, test-real or any shard split "
-                     "folder. With --lq/--gt: the row label (default: folders; not an InScene split name)."),
+                     "folder. With --lq/--gt: the row label (default: folders-<GT folder>-<hash>, "
+                     "printed; not an InScene split name)."),
     ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="InScene dataset folder (shards).")] = None,
     lq: Annotated[Path | None, typer.Option("--lq", help="Plain folder of degraded inputs (not with --data).")] = None,
@@ -236,7 +237,8 @@ def leaderboard(
     results: Annotated[Path, typer.Option("--results", help="Folder `inscene evaluate` wrote.")] = Path(
         "inscene-results"
     ),
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RESULTS/leaderboard).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RESULTS/leaderboard; "
+                                                  "with --split: RESULTS/leaderboard/<split>[+<split>...]).")] = None,
     split: Annotated[
         list[str] | None, typer.Option("--split", help="Only this split (repeatable; default: all).")
     ] = None,
@@ -364,7 +366,9 @@ def filter_real(
         str, typer.Option("--profile", help="gallery (§6.2: short side >= 1000) or cc12m (§4.1: >= 1024).")
     ] = "gallery",
     refs: Annotated[
-        Path | None, typer.Option("--refs", help="Identity references ROOT/<identity>/*.jpg (gallery).")
+        Path | None,
+        typer.Option("--refs", help="Identity references REFS/<identity>/*.jpg, matched by folder name to gallery "
+                                    "inputs INPUT/<identity>/*.jpg (--profile gallery)."),
     ] = None,
     pseudonymise: Annotated[
         bool, typer.Option("--pseudonymise", help="HMAC-SHA256 pseudonyms for identities, keys and sources.")

@@ -21,9 +21,11 @@ from the first few samples of one split and silently drops columns the others ha
 of K-version training samples). HF split names must match ``\\w+(\\.\\w+)*``: a shard folder such
 as ``val-synthetic`` is published as split ``val_synthetic``.
 
-**Identity references** live in subset ``identities``: one sample per reference image, its metadata
-a :class:`~inscene.schema.Sample` record (``Sample.to_meta()``) with ``identity_id`` set, plus any
-:class:`~inscene.schema.Identity` fields as extra columns (``pseudonymised``, ``source_id``). The
+**Identity references** live in subset ``identities``: one sample per reference image. Those of
+filter-real and develop-raw carry a :class:`~inscene.schema.Sample` record (``Sample.to_meta()``)
+with ``identity_id`` set, plus any :class:`~inscene.schema.Identity` fields as extra columns
+(``pseudonymised``, ``source_id``); build-synthetic's carry an ``identity`` field holding an
+:class:`~inscene.schema.Identity` (the loader returns whichever record the row has). The
 loader joins them to samples by ``identity_id``, preferring the identities split of the same name.
 
 **The declaration** (``inscene.json`` at the root of an input folder, or ``--declaration FILE``;
@@ -212,8 +214,9 @@ META_DOCS: dict[str, str] = {
     "subset": "Subset the sample belongs to (synthetic, real, nonref, test-real, identities).",
     "width": "Image width in pixels.",
     "height": "Image height in pixels.",
-    "identity_id": "Identity shown; joins to the identities config ('' when none). Real identities are "
-    "HMAC-SHA256 pseudonyms (id-...); synthetic ones are CelebRef-HQ ids.",
+    "identity_id": "Identity shown; joins to the identities config ('' when none). Pseudonymised real "
+    "identities are HMAC-SHA256 pseudonyms (id-...); build-synthetic's are the source identity dataset's "
+    "ids (CelebRef-HQ File IDs in the paper); see Privacy for what this copy holds.",
     "prompt": "Generation prompt (synthetic scenes, §6.1 Figure 5; '' otherwise).",
     "n_faces": "Number of faces in faces (filter-real: the face the crop was made around plus the other detected "
     "faces lying wholly inside the crop).",
@@ -1764,6 +1767,72 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
+@dataclass
+class _IdentityIds:
+    """What the identity ids of one subset are, counted from the staged data (not from the declaration)."""
+
+    pseudonyms: int = 0  # ``id-`` + 16 hex digits (:func:`pseudonymise`)
+    source: int = 0  # the source identity dataset's ids: a non-real subset's, or shared with one
+    other: int = 0  # neither (the privacy gate refuses these in real subsets)
+
+
+def _identity_ids(staged: StagedDataset) -> dict[str, _IdentityIds]:
+    """Per subset, how many of its identity ids are pseudonyms and how many are source-dataset ids.
+
+    Ids of subsets not of real people (``synthetic``: build-synthetic records the source identity
+    dataset's File IDs, e.g. CelebRef-HQ's) are source ids, and so are the same ids in a real subset
+    such as ``identities`` (the synthetic scenes' references), as the privacy gate lets them through.
+    """
+    decl = staged.declaration
+    ids: dict[str, set[str]] = {}
+    for g in staged.groups:
+        ids.setdefault(g.subset, set()).update(g.identity_ids)
+    synthetic = set().union(*(v for k, v in ids.items() if not decl.is_real(k)))
+    kinds = {}
+    for subset, subset_ids in ids.items():
+        k = kinds[subset] = _IdentityIds()
+        for ident in subset_ids:
+            if is_pseudonym(ident):
+                k.pseudonyms += 1
+            elif ident in synthetic or not decl.is_real(subset):
+                k.source += 1
+            else:
+                k.other += 1
+    return kinds
+
+
+def _identity_ids_cell(k: _IdentityIds, declared: str | None) -> str:
+    """The licence table's "identity ids" cell: what the ids of one subset are."""
+    pseudo = f"{declared} pseudonyms" if declared else "`id-` pseudonyms (scheme not declared)"
+    parts = [(k.pseudonyms, pseudo), (k.source, "source-dataset ids"), (k.other, "other ids")]
+    parts = [(n, what) for n, what in parts if n]
+    if not parts:
+        return "–"
+    if len(parts) == 1:
+        return parts[0][1] + ("" if k.pseudonyms else " (not pseudonyms)")
+    return ", ".join(f"{n:,} {what}" for n, what in parts) + " (only the `id-` ones are pseudonyms)"
+
+
+def _privacy_of_ids(kinds: dict[str, _IdentityIds]) -> str:
+    """What the card may say of identity ids, from what they are: pseudonyms only where they are."""
+    def names(pred: Any) -> str:
+        return ", ".join(f"`{s}`" for s, k in kinds.items() if pred(k))
+
+    text = []
+    if any(k.pseudonyms for k in kinds.values()):
+        text.append(f"Identity ids of the form `id-` + 16 hex digits (in {names(lambda k: k.pseudonyms)}) are "
+                    "HMAC-SHA256 pseudonyms made with a secret salt the publisher keeps; the salt and the mapping "
+                    "to real identities are not part of this dataset.")
+    if any(k.source for k in kinds.values()):
+        text.append(f"{'The other' if text else 'The'} identity ids in {names(lambda k: k.source)} are not "
+                    "pseudonyms: they are the ids of the source identity dataset the synthetic scenes were made "
+                    "from, as build-synthetic records them (its File IDs, e.g. CelebRef-HQ's; `file_id`).")
+    if any(k.other for k in kinds.values()):
+        text.append(f"Other identity ids (in {names(lambda k: k.other)}) are neither pseudonyms nor source-dataset "
+                    "ids.")
+    return " ".join(text)
+
+
 def build_card(staged: StagedDataset, repo_id: str) -> str:
     """The README.md dataset card: YAML metadata, then what a person needs to use the data.
 
@@ -1921,6 +1990,7 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
             "its licence.\n"
         )
     rows = []
+    kinds = _identity_ids(staged)  # claims about ids come from the ids, never from the declaration alone
     for subset in staged.subsets:
         sub = decl.subset(subset)
         lic = sub.license or "–"
@@ -1928,16 +1998,15 @@ def build_card(staged: StagedDataset, repo_id: str) -> str:
             lic = f"other: {sub.license_name}" + (f" ({sub.license_link})" if sub.license_link else "")
         rows.append([
             f"`{subset}`", lic, "yes" if decl.is_real(subset) else "no", sub.consent or "–",
-            sub.pseudonymisation or "–",
+            _identity_ids_cell(kinds.get(subset, _IdentityIds()), sub.pseudonymisation),
         ])
-    parts.append(_md_table(["config", "licence", "real people", "consent", "identity pseudonyms"], rows) + "\n")
+    parts.append(_md_table(["config", "licence", "real people", "consent", "identity ids"], rows) + "\n")
     checked = sum(g.image_members_checked for g in staged.groups)
+    ids_text = _privacy_of_ids(kinds)
     parts.append(
         f"Every image member ({checked:,}) was checked before publishing for EXIF/XMP GPS, serial numbers, owner "
-        "names, maker notes and trailing data; none carries any. Identity ids of real people are HMAC-SHA256 "
-        "pseudonyms (`id-` + 16 hex digits) made with a secret salt the publisher keeps; the salt and the "
-        "mapping to real identities are not part of this dataset. To ask for an image to be removed, open a "
-        "discussion on this repository.\n"
+        "names, maker notes and trailing data; none carries any. " + (ids_text + " " if ids_text else "")
+        + "To ask for an image to be removed, open a discussion on this repository.\n"
     )
 
     parts.append("## Integrity\n")
@@ -2417,14 +2486,26 @@ class ReferenceIndex:
 
 
 def _record(meta: Any) -> Any:
-    from inscene.schema import Sample
+    """The typed record of a row: a :class:`~inscene.schema.Sample`, else the
+    :class:`~inscene.schema.Identity` a reference row records (build-synthetic's ``identity`` field),
+    else None (metadata that is neither)."""
+    from inscene.schema import Identity, Sample
 
     if not isinstance(meta, dict):
         return None
     try:
         return Sample.from_meta(meta)
     except (ValidationError, KeyError, TypeError, ValueError):
-        return None
+        pass
+    identity = meta.get("identity")
+    try:
+        if isinstance(identity, str) and identity:
+            return Identity.model_validate_json(identity)
+        if isinstance(identity, dict):
+            return Identity.model_validate(identity)
+    except ValidationError:
+        pass
+    return None
 
 
 def _raw_tars(root: Path, subset: str, split: str | None) -> dict[str, list[Path]]:
@@ -2477,8 +2558,9 @@ def load(
         subset: ``synthetic``, ``real``, ``nonref``, ``test-real`` (or ``identities``).
         split: ``train``, ``val``, ``test`` ...
         backend: ``hf``: a ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming``) whose
-            rows gain ``record`` (a :class:`~inscene.schema.Sample`, None when the metadata is not
-            one) and ``references`` (``[{"key", "identity_id", "image", "json"}, ...]``), images as
+            rows gain ``record`` (a :class:`~inscene.schema.Sample`; for identity reference rows
+            that are not one, their :class:`~inscene.schema.Identity`; None when the metadata is
+            neither) and ``references`` (``[{"key", "identity_id", "image", "json"}, ...]``), images as
             PIL; ``webdataset``: a ``webdataset.WebDataset`` pipeline (always streaming) yielding
             dicts with RGB uint8 arrays, decoded ``json``, ``record`` and ``references``.
         streaming: HF backend: stream instead of building an Arrow cache.

@@ -836,7 +836,9 @@ def run_filter_real(
         out: output folder (created); rerunning the same command into it resumes.
         options: how to run (profile, thresholds, backends, partitioning).
         refs: gallery reference images, ``ROOT/<identity>/*.jpg``, written once to the
-            ``refs`` subset for the identities the inputs show.
+            ``refs`` subset for the identities the inputs show (the inputs must then be in the
+            gallery layout ``INPUT/<identity>/*.jpg``; identities without references are counted
+            in one warning).
         salt: the pseudonymisation secret (required with ``options.pseudonymise``).
         cluster: a ``ClusterOptions`` for Dask; None runs in this process.
         config: settings (default: the paper's, :class:`InsceneConfig`).
@@ -860,6 +862,7 @@ def run_filter_real(
         pseudonymiser = Pseudonymiser(salt)
     listed = list_inputs(inputs, identity_from="folder" if options.profile == "gallery" else "none",
                          pseudonymiser=pseudonymiser)
+    ref_items = _ref_items(refs, listed, options, pseudonymiser, console) if refs is not None else None
     detector = resolve_detector(options.detector)
     iqa = resolve_iqa(options.iqa, options.device)
     fingerprint = _fingerprint(listed, options, detector, iqa, settings)
@@ -888,16 +891,16 @@ def run_filter_real(
     encode = stages[-1]
     sink = ShardSink(str(out / DATASET_DIR), options.split, options.subset, encode.field)
     items = _items(listed, pseudonymiser)
-    identities = {it.measured["identity_id"] for it in items if it.measured.get("identity_id")}
+    identities = _identity_ids(items)
     del listed
     client = _make_client(cluster)
     try:
         summary = run_batched(stages, items, out, sink, partition_size=options.partition_size, client=client,
                               description="filter-real", console=console)
         ref_summary = None
-        if refs is not None:
-            ref_summary = _run_refs(refs, out, options, settings, detector, pseudonymiser, identities, client,
-                                    config.imageio.max_pixels, console)
+        if ref_items is not None:
+            ref_summary = _run_refs(ref_items, out, options, detector, identities, pseudonymiser is not None,
+                                    client, config.imageio.max_pixels, console)
     finally:
         if client is not None:
             from inscene.runtime import close_client
@@ -985,12 +988,38 @@ class RefEncodeStage:
         return item
 
 
-def _run_refs(refs_root: str | os.PathLike[str], out: Path, options: FilterOptions, settings: RealFilterSettings,
-              detector: str, pseudonymiser: Pseudonymiser | None, identities: set[str], client: Any,
-              max_pixels: int, console: Any) -> RunSummary:
+def _identity_ids(items: Sequence[Item]) -> set[str]:
+    return {it.measured["identity_id"] for it in items if it.measured.get("identity_id")}
+
+
+def _ref_items(refs_root: str | os.PathLike[str], listed: Sequence[InputRef], options: FilterOptions,
+               pseudonymiser: Pseudonymiser | None, console: Any) -> list[Item]:
+    """List the references (``REFS/<identity>/*.jpg``) before any work and check they can match.
+
+    Raises:
+        BadInputError: the inputs show no identity (not the gallery layout ``INPUT/<identity>/*.jpg``,
+            or a profile that reads no identities), so no reference could ever be matched.
+    """
+    wanted = _identity_ids(_items(listed, pseudonymiser))
+    if not wanted:
+        why = (f"--profile {options.profile} reads no identities (use --profile gallery)"
+               if options.profile != "gallery" else
+               "the inputs are not in the gallery layout INPUT/<identity>/*.jpg (one folder per identity)")
+        raise BadInputError(f"--refs matches references REFS/<identity>/*.jpg to the identities of the inputs, "
+                            f"but {why}")
+    items = _items(list_inputs([refs_root], identity_from="folder", pseudonymiser=pseudonymiser), pseudonymiser)
+    missing = len(wanted - _identity_ids(items))
+    if missing:
+        console.print(f"filter-real: warning: {missing} of {len(wanted)} identities of the inputs have no "
+                      "folder of references REFS/<identity>/; their samples get no references",
+                      markup=False, highlight=False, soft_wrap=True)
+    return items
+
+
+def _run_refs(ref_items: list[Item], out: Path, options: FilterOptions, detector: str, identities: set[str],
+              pseudonymised: bool, client: Any, max_pixels: int, console: Any) -> RunSummary:
     """Write the reference images of the identities the inputs show, once, to the ``refs`` subset."""
-    listed = list_inputs([refs_root], identity_from="folder", pseudonymiser=pseudonymiser)
-    items = [it for it in _items(listed, pseudonymiser) if it.measured.get("identity_id") in identities]
+    items = [it for it in ref_items if it.measured.get("identity_id") in identities]
     for it in items:  # keys of references never collide with the photos' keys
         it.key = f"ref-{it.key}"
     stages = [DecodeStage(max_pixels=max_pixels), RefFaceStage(detector, options.detector_path),
@@ -1006,7 +1035,7 @@ def _run_refs(refs_root: str | os.PathLike[str], out: Path, options: FilterOptio
     from inscene.schema import Identity
 
     records = [
-        Identity(identity_id=i, pseudonymised=pseudonymiser is not None, references=sorted(keys),
+        Identity(identity_id=i, pseudonymised=pseudonymised, references=sorted(keys),
                  split=options.split).model_dump(mode="json")
         for i, keys in sorted(by_identity.items())
     ]

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.evaluate import EvalRow, MetricSummary, row_path
 from benchmarks.leaderboard import BEST, SECOND, build_boards, render_csv, render_markdown, write_leaderboard
-from benchmarks.splits import FolderSource
+from benchmarks.splits import FolderSource, folder_label
 from benchmarks.synthetic import write_folders
 from inscene.errors import BadInputError
 
@@ -37,13 +37,14 @@ def test_folder_pair_rows_are_filed_under_folders_not_an_inscene_split(pair, tmp
     proc = _inscene("evaluate", "--method", "bicubic", "--lq", lq, "--gt", gt, "--results", res, "--metrics", "psnr",
                     "--in-process")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (res / "rows" / "folders" / "full" / "bicubic.json").is_file()
+    label = folder_label(lq, gt)
+    assert (res / "rows" / label / "full" / "bicubic.json").is_file()
     assert not (res / "rows" / "val-synthetic").exists()
     # and the leaderboard keeps it off Table 2's board
     boards = build_boards(res)
     syn = next(b for b in boards if b.split == "val-synthetic" and b.variant == "full")
     assert all(r.source == "reported" for r in syn.rows)
-    assert [r.method for b in boards if b.split == "folders" for r in b.rows] == ["bicubic"]
+    assert [r.method for b in boards if b.split == label for r in b.rows] == ["bicubic"]
 
 
 def test_folder_pair_refuses_an_inscene_split_name(pair, tmp_path):
@@ -148,3 +149,148 @@ def test_csv_reported_rows_leave_unreported_numeric_cells_empty(results, tmp_pat
                  and r["method"] == "SUPIR")
     assert supir["piqe"] == "" and supir["piqe_status"] == "empty" and supir["psnr"] == "24.0834"
     assert next(r for r in rows if r["method"] == "bicubic")["piqe"] == "40.0"
+
+
+# ---- journey audit: boards of different data, n/a reasons, resize = lq, split outputs, the plot ----
+
+
+def _data_row(results, method, psnr, *, split="folders-mine", n=3, where="/data/a/gt", notes=()):
+    m = MetricSummary(metric="psnr", label="PSNR", status="ok", mean=psnr, n=n, n_expected=n)
+    row = EvalRow(split=split, variant="full", method=method, complete=True, n_samples=n, metrics={"psnr": m},
+                  data={"kind": "folders", "lq": None, "gt": where, "split": split, "has_gt": True},
+                  notes=list(notes))
+    path = row_path(results, split, "full", method)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row.to_json()))
+
+
+def test_folder_pairs_of_different_images_get_their_own_boards(tmp_path):
+    a_lq, a_gt = write_folders(tmp_path / "A", n=2, size=48)
+    b_lq, b_gt = write_folders(tmp_path / "B", n=1, size=48, seed=1)
+    res = tmp_path / "r"
+    for lq, gt in ((a_lq, a_gt), (b_lq, b_gt)):
+        proc = _inscene("evaluate", "--method", "lq", "--lq", lq, "--gt", gt, "--results", res, "--metrics", "psnr",
+                        "--in-process")
+        assert proc.returncode == 0, proc.stderr
+        assert f"rows filed under split '{folder_label(lq, gt)}'" in proc.stderr
+    la, lb = folder_label(a_lq, a_gt), folder_label(b_lq, b_gt)
+    assert la != lb and la.startswith("folders-gt-") and len(la) == len("folders-gt-") + 8
+    boards = {b.split: b for b in build_boards(res, include_reported=False)}
+    assert [r.n_samples for r in boards[la].rows] == [2] and [r.n_samples for r in boards[lb].rows] == [1]
+    # the printed label is accepted back with --split (another method joins that board)
+    proc = _inscene("evaluate", "--method", "bicubic", "--lq", a_lq, "--gt", a_gt, "--split", la, "--results", res,
+                    "--metrics", "psnr", "--in-process")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r.method for r in build_boards(res, splits=[la], include_reported=False)[0].rows) == [
+        "bicubic", "lq"]
+
+
+def test_rows_scored_on_different_data_are_not_ranked_against_each_other(tmp_path):
+    res = tmp_path / "r"
+    _data_row(res, "bicubic", 20.0)
+    _data_row(res, "mine", 22.0)
+    _data_row(res, "lq", 30.0, n=1, where="/data/b/gt")  # one other image: easier, not better
+    (board,) = build_boards(res, include_reported=False, wins_ref="bicubic")
+    rows = {r.method: r for r in board.rows}
+    assert rows["mine"].cells["psnr"].rank == BEST and rows["bicubic"].cells["psnr"].rank == SECOND
+    assert rows["lq"].cells["psnr"].rank == BEST  # best of its own data only
+    assert rows["mine"].wins == (1, 1) and rows["lq"].wins is None
+    note = next(n for n in board.notes if "different data" in n)
+    assert "bicubic, mine on folder /data/a/gt, 3 samples" in note and "lq on folder /data/b/gt, 1 sample)" in note
+    assert note in render_markdown([board])
+    # 'all' cannot rank across data either
+    (together,) = build_boards(res, include_reported=False, rank_scope="all")
+    assert {r.method: r.cells["psnr"].rank for r in together.rows} == {"bicubic": SECOND, "mine": BEST, "lq": BEST}
+    # rows of the same data: no note
+    (res / "rows" / "folders-mine" / "full" / "lq.json").unlink()
+    (same,) = build_boards(res, include_reported=False)
+    assert not any("different data" in n for n in same.notes)
+
+
+def test_markdown_has_short_na_cells_and_an_n_column(results):
+    board = _syn(build_boards(results))
+    for r in board.rows:  # a learned metric without weights on the measured rows
+        if r.source == "measured":
+            r.cells["lpips"].status, r.cells["lpips"].text, r.cells["lpips"].rank = "n/a", "n/a", 0
+            r.cells["lpips"].reason = "weights missing: DISTS_weights-f5e65c96.pth"
+    md = render_markdown([board])
+    lines = md.splitlines()
+    assert lines[2].startswith("| Method | Source | Step | N | ")
+    assert md.count("DISTS_weights-f5e65c96.pth") == 1 and max(map(len, lines)) < 250
+    bic = next(ln for ln in lines if ln.startswith("| bicubic |"))
+    assert bic.startswith("| bicubic | measured |  | 6 | ") and "| n/a |" in bic
+    supir = next(ln for ln in lines if ln.startswith("| SUPIR"))
+    assert supir.split("|")[4].strip() == ""  # the paper's count is not ours to print
+
+
+def test_bicubic_says_it_equals_lq_when_the_lq_is_stored_at_gt_size(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.evaluate import evaluate
+    from benchmarks.methods import create_method
+
+    lq, gt = write_folders(tmp_path / "pair", n=2, size=48)
+    big = tmp_path / "lq-at-gt"
+    big.mkdir()
+    for f in sorted(lq.iterdir()):  # what `inscene degrade` writes by default (--lq-size gt)
+        Image.open(f).resize(Image.open(gt / f.name).size, Image.BICUBIC).save(big / f.name)
+    res = tmp_path / "r"
+    proc = _inscene("evaluate", "--method", "bicubic", "--lq", big, "--gt", gt, "--results", res, "--metrics",
+                    "psnr", "--in-process")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: bicubic equals lq here: every LQ is stored at the GT size" in proc.stdout
+    assert "--lq-size lq" in proc.stdout
+    # a cached rerun still knows; the board shows the note; a small LQ gets none
+    src = FolderSource(big, gt, split=folder_label(big, gt))
+    (row,) = evaluate(src, create_method("lanczos"), results=res, metrics=["psnr"]).rows
+    assert row.notes and row.notes[0].startswith("lanczos equals lq here")
+    (row,) = evaluate(src, create_method("lanczos"), results=res, metrics=["psnr"]).rows
+    assert row.notes and row.notes[0].startswith("lanczos equals lq here")
+    md = render_markdown(build_boards(res, include_reported=False))
+    assert "- bicubic: bicubic equals lq here" in md and "- lanczos: lanczos equals lq here" in md
+    (small,) = evaluate(FolderSource(lq, gt), create_method("bicubic"), results=res, metrics=["psnr"]).rows
+    assert small.notes == [] and np.isfinite(small.metrics["psnr"].mean)
+
+
+def test_filtered_leaderboard_without_out_keeps_the_full_one(results):
+    full = _inscene("leaderboard", "--results", results)
+    assert full.returncode == 0, full.stderr
+    md = results / "leaderboard" / "leaderboard.md"
+    before = md.read_text()
+    proc = _inscene("leaderboard", "--results", results, "--split", "val-synthetic", "--split", "val-real")
+    assert proc.returncode == 0, proc.stderr
+    assert md.read_text() == before and "val-real" in before and "test-real" in before
+    sub = results / "leaderboard" / "val-synthetic+val-real" / "leaderboard.md"
+    assert f"wrote {sub}" in proc.stderr.replace("\n", "")
+    assert "test-real" not in sub.read_text()
+
+
+def _plotted(board, monkeypatch, tmp_path):
+    from matplotlib.figure import Figure
+
+    from benchmarks.leaderboard import plot_perception_distortion
+
+    figs = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figs.append(self), real(self, *a, **k))[1])
+    assert plot_perception_distortion(board, tmp_path / "pd.png") is not None
+    return figs[0]
+
+
+def test_plot_legend_lists_only_drawn_kinds_and_stacks_coinciding_labels(tmp_path, monkeypatch):
+    res = tmp_path / "r"
+    _write_row(res, "bicubic", psnr=31.0, lpips=0.35)
+    _write_row(res, "lanczos", psnr=31.0, lpips=0.35)  # the same point as bicubic
+    _write_row(res, "lq", psnr=30.0, lpips=0.60)
+    board = _syn(build_boards(res, include_reported=False))
+    fig = _plotted(board, monkeypatch, tmp_path)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["measured"]
+    assert not any("reported" in t.get_text() for t in fig.texts)
+    labels = {t.get_text(): t for t in ax.texts}
+    same = [labels[str(i)] for i, r in enumerate(sorted(board.rows, key=lambda r: r.cells["psnr"].value), 1)
+            if r.method in ("bicubic", "lanczos")]
+    assert len({t.xyann for t in same}) == 2  # stacked, not printed over each other
+    with_paper = _plotted(_syn(build_boards(res)), monkeypatch, tmp_path)
+    assert [t.get_text() for t in with_paper.axes[0].get_legend().get_texts()] == ["measured", "reported (paper)"]

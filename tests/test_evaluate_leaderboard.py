@@ -166,7 +166,10 @@ def test_files_markdown_csv_html_png(results, tmp_path):
     # 25.4177 and ResShift's 24.6416 among the paper's rows (as Table 2 marks them)
     assert "**26.0000**" in md and "<u>25.0000</u>" in md and "C ⚠ incomplete" in md
     assert "**25.4177**" in md and "<u>24.6416</u>" in md
-    assert "| n/a (weights missing: musiq_koniq_ckpt-e95806b9.pth) |" in md
+    # the cell says n/a; the reason is listed once under the table
+    assert "| n/a |" in md and "| n/a (weights" not in md
+    assert md.count("weights missing: musiq_koniq_ckpt-e95806b9.pth") == 1
+    assert "- n/a: weights missing: musiq_koniq_ckpt-e95806b9.pth: MUSIQ (A), MUSIQ (B)" in md
     assert "reported (Table 2+7)" in md and "C: k1: missing: no prediction k1.*" in md
     csv_text = files.csv.read_text()
     assert csv_text.splitlines()[0].startswith("split,variant,method,label,source")

@@ -188,3 +188,61 @@ def test_develop_raw_benchmark_prints_end_to_end_and_the_real_megapixels(capsys)
     e2e = next(line for line in lines if line.startswith("end to end per capture"))
     assert "develop" in e2e and "faces" in e2e and "encode" in e2e and "x bare rawpy.postprocess" in e2e
     assert "12 MP" not in out and "per 0.3 MP file" in out
+
+
+# ---- --refs needs identities to match (the gallery layout) ---------------------------------------------
+
+
+def _refs_folder(root: Path, identities: list[str]) -> Path:
+    for ident in identities:
+        (root / ident).mkdir(parents=True, exist_ok=True)
+        (root / ident / "ref.png").write_bytes(imageio.encode_image(skimage.data.astronaut()[40:300, 100:360], "png"))
+    return root
+
+
+def test_refs_with_a_flat_gallery_is_exit_2_before_any_work_and_explains_the_layout(tmp_path):
+    import subprocess
+    import sys
+
+    flat = tmp_path / "gallery"
+    flat.mkdir()
+    (flat / "astronaut.png").write_bytes(imageio.encode_image(skimage.data.astronaut(), "png"))
+    refs = _refs_folder(tmp_path / "refs", ["astronaut"])
+    proc = subprocess.run([sys.executable, "-m", "inscene", "filter-real", str(flat), "--refs", str(refs),
+                           "--out", str(tmp_path / "real"), "--detector", "dlib", "--iqa", "piqe", "--in-process"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error = proc.stderr.strip()
+    assert error.startswith("error: --refs") and "\n" not in error  # one line
+    assert "INPUT/<identity>/*.jpg" in error and "REFS/<identity>/*.jpg" in error
+    assert not (tmp_path / "real").exists()  # refused before any work, nothing half-written
+
+
+def test_refs_with_the_cc12m_profile_names_the_profile(tmp_path):
+    from inscene.errors import BadInputError
+
+    photo = tmp_path / "gallery" / "astro_person" / "astronaut.png"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(imageio.encode_image(skimage.data.astronaut(), "png"))
+    options = FilterOptions(profile="cc12m", detector="dlib", iqa="piqe")
+    with pytest.raises(BadInputError, match="--profile cc12m reads no identities"):
+        run_filter_real([tmp_path / "gallery"], tmp_path / "out", options,
+                        refs=_refs_folder(tmp_path / "refs", ["astro_person"]), config=_config())
+    assert not (tmp_path / "out").exists()
+
+
+def test_identities_without_a_reference_folder_are_counted_in_one_warning(tmp_path):
+    from rich.console import Console
+
+    gallery = tmp_path / "gallery"
+    for ident in ("astro_person", "other_person", "third_person"):
+        (gallery / ident).mkdir(parents=True)
+        (gallery / ident / "astronaut.png").write_bytes(imageio.encode_image(skimage.data.astronaut(), "png"))
+    console = Console(file=io.StringIO(), width=300)
+    res = run_filter_real([gallery], tmp_path / "out", _options(), refs=_refs_folder(tmp_path / "refs",
+                          ["astro_person"]), config=_config(), console=console)
+    warnings = [line for line in console.file.getvalue().splitlines() if "warning" in line]
+    assert warnings == ["filter-real: warning: 2 of 3 identities of the inputs have no folder of references "
+                        "REFS/<identity>/; their samples get no references"]
+    ids = json.loads((res.out / "dataset" / "identities.json").read_text())["identities"]
+    assert [i["identity_id"] for i in ids] == ["astro_person"]

@@ -269,3 +269,76 @@ def test_card_documents_every_column_filter_real_writes(tmp_path):
     assert [k for k in meta if hub._meta_doc(k, hub.Declaration()) is None] == []
     assert "pyiqa's musiq" in hub._meta_doc("musiq", hub.Declaration())
     assert ">= 0.65" in hub._meta_doc("clipiqa", hub.Declaration())
+
+
+# ---- the card's privacy statement is true of the published identity ids ----------------------------------
+
+
+def _privacy(text: str) -> str:
+    return text.split("## Licences, consent and privacy", 1)[1].split("## Integrity", 1)[0]
+
+
+def _licence_row(text: str, config: str) -> list[str]:
+    line = next(line for line in _privacy(text).splitlines() if line.startswith(f"| `{config}` | "))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_card_claims_no_pseudonyms_for_build_synthetic_ids_even_when_declared(synthetic_run):
+    r = synthetic_run
+    decl = _declaration(r["base"] / "decl-hmac.json",
+                        synthetic={"license": "other", "license_name": "flux-1-dev-non-commercial-license"},
+                        identities={"license": "cc-by-nc-4.0", "consent": "CelebRef-HQ research licence.",
+                                    "pseudonymisation": "hmac-sha256"})
+    result = hub.publish([r["dataset"]], REPO, out=r["base"] / "hub-hmac", dry_run=True, declaration=decl)
+    text = (r["base"] / "hub-hmac" / "README.md").read_text()
+    published = {i for g in result.staged.groups if g.subset == "identities" for i in g.identity_ids}
+    assert published == {"0001", "0002"}  # build-synthetic's File IDs, not pseudonyms
+    privacy = _privacy(text)
+    assert "HMAC-SHA256" not in privacy and "hmac-sha256" not in privacy
+    assert _licence_row(text, "identities")[4] == "source-dataset ids (not pseudonyms)"
+    assert _licence_row(text, "synthetic")[4] == "source-dataset ids (not pseudonyms)"
+    assert "ids of the source identity dataset the synthetic scenes were made from" in privacy
+    assert "in `synthetic`, `identities`" in privacy
+
+
+def test_card_claims_pseudonyms_only_for_the_ids_that_are(synthetic_run, tmp_path):
+    staged = hub.publish([synthetic_run["dataset"]], REPO, out=tmp_path / "hub", dry_run=True,
+                         declaration=synthetic_run["decl"]).staged
+    pid = Pseudonymiser(SALT).identity("Jane_Doe")
+    real = hub.GroupStats("real", "test", identity_ids=[pid])
+    ident = next(g for g in staged.groups if g.subset == "identities")
+    mixed = dataclasses.replace(ident, identity_ids=[*ident.identity_ids, pid])
+    decl = staged.declaration.model_copy(update={"subsets": {
+        **staged.declaration.subsets, "real": hub.SubsetDeclaration(**REAL),
+        "identities": hub.SubsetDeclaration(**REAL)}})
+    groups = [*(g for g in staged.groups if g is not ident), mixed, real]
+    features = {**staged.features, "real": staged.features["identities"]}
+    text = hub.build_card(dataclasses.replace(staged, groups=groups, declaration=decl, features=features), REPO)
+    assert _licence_row(text, "real")[4] == "hmac-sha256 pseudonyms"
+    assert _licence_row(text, "identities")[4] == (
+        "1 hmac-sha256 pseudonyms, 2 source-dataset ids (only the `id-` ones are pseudonyms)")
+    privacy = _privacy(text)
+    assert "(in `identities`, `real`) are HMAC-SHA256 pseudonyms" in privacy
+
+
+# ---- inscene.load(..., "identities", ...): build-synthetic's reference rows carry their Identity ------------
+
+
+@pytest.mark.parametrize("backend", ["hf", "webdataset"])
+def test_loaded_identity_reference_rows_carry_their_identity_record(synthetic_published, backend):
+    import inscene
+    from inscene.schema import Identity
+
+    rows = inscene.load(synthetic_published.staged.out, "identities", "train", backend=backend)
+    rows = list(rows) if backend == "webdataset" else [rows[i] for i in range(len(rows))]
+    assert rows
+    for row in rows:
+        record, meta = row["record"], row["json"]
+        assert isinstance(record, Identity), meta
+        assert record.identity_id == meta["identity_id"] and record.source_id == meta["file_id"]
+        assert row["__key__"] in record.references and record.split == "train"
+
+
+def test_metadata_that_is_neither_a_sample_nor_an_identity_has_no_record():
+    assert hub._record({"key": "a", "identity_id": "x", "identity": "not json"}) is None
+    assert hub._record({"key": "a"}) is None and hub._record(None) is None
