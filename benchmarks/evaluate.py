@@ -208,6 +208,18 @@ class EvalRow:
     created: str = ""
     notes: list[str] = field(default_factory=list)
 
+    def status_line(self) -> str:
+        """``<method> on <split> (<variant>): complete``, naming n/a metrics (``complete (10 metrics n/a:
+        weights missing)``), or ``INCOMPLETE (<n> problem(s))``."""
+        head = f"{self.method} on {self.split} ({self.variant}): "
+        if not self.complete:
+            return head + f"INCOMPLETE ({len(self.problems)} problem(s))"
+        na = [m for m in self.metrics.values() if m.status == "n/a"]
+        if not na:
+            return head + "complete"
+        why = "; ".join(sorted({m.reason.split(":")[0] for m in na if m.reason}))
+        return head + f"complete ({len(na)} metric{'s' if len(na) > 1 else ''} n/a{': ' + why if why else ''})"
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["format"] = ROW_FORMAT
@@ -268,6 +280,8 @@ class EvalReport:
     cached: int
     seconds: float
     paths: list[Path] = field(default_factory=list)
+    #: row file -> metrics its earlier version had that this run's row lacks (the file was replaced).
+    dropped: dict[Path, list[str]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -527,6 +541,7 @@ def evaluate(
     refs, src_problems = source.refs()
     if not refs:
         raise BadInputError(f"split '{source.split}' has no samples")
+    method.preflight()  # a missing backend stops here, once, before any sample is scored
     method_problems = method.check(refs)
 
     # 1. metrics: one check each
@@ -631,6 +646,7 @@ def evaluate(
     scored_keys = [r for r in refs if r.key in pred_hashes]
     rows = []
     paths = []
+    dropped: dict[Path, list[str]] = {}
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     config = {
         "metrics": [s.name for s in specs], "variants": list(variants), "pretrained": pretrained,
@@ -660,12 +676,24 @@ def evaluate(
         rows.append(row)
         if write:
             path = row_path(results, split, variant, method.name)
+            gone = _dropped_metrics(path, row)
+            if gone:
+                dropped[path] = gone
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(row.to_json(), indent=1, sort_keys=True))
             os.replace(tmp, path)
             paths.append(path)
-    return EvalReport(rows, n_computed, n_cached, time.perf_counter() - t0, paths)
+    return EvalReport(rows, n_computed, n_cached, time.perf_counter() - t0, paths, dropped)
+
+
+def _dropped_metrics(path: Path, row: EvalRow) -> list[str]:
+    """Metrics the row already at ``path`` has that ``row`` lacks (none when there is no readable row)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return sorted(set(old.get("metrics") or {}) - set(row.metrics))
 
 
 def _all_lq_at_gt_size(cache: ScoreCache, split: str, method: str, variant: str, scored: list[SampleRef],

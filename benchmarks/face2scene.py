@@ -105,6 +105,19 @@ class Face2SceneMethod(Method):
             "cfg": self.cfg, "dtype": self.dtype,
         }
 
+    def preflight(self) -> None:
+        """Before any sample is scored: the checkpoint, the SD-Turbo base, the Ref-FR backend's
+        weights (the FaceMe checkout) and references are checked as ``inscene restore`` checks them
+        (:func:`restorer.restore.preflight`), so a missing one stops the run in one line.
+
+        Raises:
+            BadInputError, MissingWeightsError: what is missing.
+        """
+        from restorer.restore import preflight
+
+        preflight(self.checkpoint, kind="dataset", refs=self.refs, base=self.base, ref_fr=self.ref_fr,
+                  ref_fr_path=self.ref_fr_path)
+
     def _model(self) -> Any:
         from inscene.runtime import cached_backend
         from restorer.restore import load_restorer

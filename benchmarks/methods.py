@@ -76,6 +76,9 @@ class Method:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "version": self.version, "description": self.description}
 
+    def preflight(self) -> None:
+        """Raise (one line, e.g. missing weights) before any sample is scored; default: nothing to check."""
+
     def check(self, refs: list[SampleRef]) -> list[Problem]:
         """Problems visible before any decoding (e.g. missing prediction files)."""
         return []

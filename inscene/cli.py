@@ -228,6 +228,11 @@ def evaluate(
         method_opts={**_key_values(method_opt), **({"checkpoint": str(checkpoint)} if checkpoint else {})},
     )
     print_report(report, out_console)
+    for row in report.rows:
+        typer.echo(row.status_line())
+    for path, gone in report.dropped.items():
+        err_console.print(f"warning: {path} had {', '.join(gone)}, which this run's --metrics dropped (row replaced)",
+                          markup=False, highlight=False, soft_wrap=True)
     if not report.complete:
         raise typer.Exit(1)
 

@@ -188,8 +188,17 @@ def train_restorer(
     split: Annotated[str, typer.Option("--split", help="Shard split folder to train on.")] = "train",
     iterations: Annotated[int, typer.Option("--iterations", help="Optimiser steps (paper: 20K, §4.1).")] = 20_000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Scenes per device per micro-batch.")] = 8,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per step (effective batch 64).")] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 2e-5).")] = 2e-5,
+    grad_accum: Annotated[
+        int, typer.Option("--grad-accum", help="Micro-batches per step; effective batch = batch-size x grad-accum x "
+                          "processes (paper: 64, §4.1).")
+    ] = 1,
+    lr: Annotated[
+        float, typer.Option("--lr", help="AdamW learning rate (paper: 2e-5), reached after --warmup-steps of linear "
+                            "warm-up, then constant.")
+    ] = 2e-5,
+    warmup_steps: Annotated[
+        int, typer.Option("--warmup-steps", help="Linear LR warm-up steps (S3Diff's 500; short runs want fewer).")
+    ] = 500,
     crop: Annotated[int, typer.Option("--crop", help="Training crop side, px (S3Diff: 512).")] = 512,
     tokens: Annotated[int, typer.Option("--tokens", help="Degradation tokens: 21 (paper), 5, 1, 0 (ablations).")] = 21,
     vae_rank: Annotated[int, typer.Option("--vae-rank", help="VAE encoder LoRA rank (paper: 16).")] = 16,
@@ -225,6 +234,7 @@ def train_restorer(
     config = RestorerTrainConfig(
         base=base, fadex=str(fadex) if fadex is not None else None, num_tokens=tokens, vae_lora_rank=vae_rank,
         unet_lora_rank=unet_rank, iterations=iterations, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+        warmup=warmup_steps,
         lambda_l2=lambda_l2, lambda_lpips=lambda_lpips, lambda_gan=lambda_gan, neg_prob=neg_prob, crop=crop,
         cfg_scale=cfg, mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, seed=seed,
         save_every=save_every, log_every=log_every, loader_workers=loader_workers,

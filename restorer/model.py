@@ -42,6 +42,7 @@ __all__ = [
     "Face2Scene",
     "RestoreResult",
     "load_checkpoint",
+    "read_checkpoint_config",
     "resolve_base",
     "save_checkpoint",
 ]
@@ -412,19 +413,34 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     Raises:
         BadInputError: unreadable, or not a Face2Scene checkpoint.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
+
+    file = find_checkpoint(path)
+    config = read_checkpoint_config(file)
+    try:
+        state = load_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+        raise BadInputError(f"cannot read checkpoint {file}: {exc}") from None
+    return state, config
+
+
+def read_checkpoint_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The configuration of a checkpoint (file or run folder), read from its metadata only (no tensors).
+
+    Raises:
+        BadInputError: no checkpoint there, unreadable, or not a Face2Scene checkpoint.
+    """
+    from safetensors import safe_open
 
     file = find_checkpoint(path)
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(file))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
         raise BadInputError(f"cannot read checkpoint {file}: {exc}") from None
     if meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
         raise BadInputError(f"{file} is not a Face2Scene checkpoint (format {meta.get('format')!r})")
-    return state, json.loads(meta["config"])
+    return json.loads(meta["config"])
 
 
 def resolve_base(base: str | os.PathLike[str] | None, recorded: str | None) -> str:
@@ -432,11 +448,22 @@ def resolve_base(base: str | os.PathLike[str] | None, recorded: str | None) -> s
 
     Raises:
         MissingWeightsError: SD-Turbo is not on this machine (one line, with the fetch command).
+        BadInputError: the recorded base is a folder that is not on this machine and no SD-Turbo
+            is installed either (the message names the recorded folder).
     """
     if base is not None:
         return str(base)
     if recorded and Path(recorded).is_dir():
         return recorded
     from inscene import weights
+    from inscene.errors import MissingWeightsError
 
-    return str(weights.locate("sd-turbo"))
+    try:
+        return str(weights.locate("sd-turbo"))
+    except MissingWeightsError as exc:
+        if not recorded:
+            raise
+        raise BadInputError(
+            f"the checkpoint's base model {recorded} is not on this machine and no SD-Turbo is installed "
+            f"({str(exc).splitlines()[0]}); give --base DIR"
+        ) from None

@@ -111,12 +111,20 @@ class PairOptions:
             raise BadInputError(f"Ref-FR {self.ref_fr!r} needs identity references: give --refs DIR")
 
     def record(self) -> dict[str, Any]:
-        """JSON-friendly options."""
+        """JSON-friendly options; ``detector`` is the resolved backend (e.g. ``dlib-hog+dlib-shape68``)."""
         d = asdict(self)
         d.pop("threads")  # speed only: a rerun may change it
         for k in ("ref_fr_path", "refs"):
             d[k] = None if d[k] is None else str(d[k])
+        d["detector"] = self.detector_backend()
         return d
+
+    def detector_backend(self) -> str:
+        """The face detector's backend name (``faces.detector`` when none was given); builds no model."""
+        from inscene.config import FaceSettings
+        from inscene.faces import create_detector
+
+        return create_detector(self.detector or FaceSettings().detector).backend
 
 
 # ---- reading the degraded dataset -------------------------------------------------------------
@@ -507,7 +515,10 @@ def run_prepare_pairs(
     out.mkdir(parents=True, exist_ok=True)
     record = {"input": str(data), **options.record(), "partition_size": partition_size}
     rec_path = out / "pairs.json"
-    if rec_path.exists() and json.loads(rec_path.read_text()) != record:
+    saved = json.loads(rec_path.read_text()) if rec_path.exists() else None
+    if saved is not None and saved.get("detector") is None:  # written before the backend was recorded
+        saved["detector"] = record["detector"]
+    if saved is not None and saved != record:
         raise BadInputError(f"{out} holds a run with other options ({rec_path}); use a new --out to change them")
     rec_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     client = None

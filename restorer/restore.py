@@ -39,7 +39,9 @@ import numpy as np
 
 from inscene.errors import BadInputError, InsceneError
 
-__all__ = ["IMAGE_SUFFIXES", "ReferenceStore", "RestoreReport", "auto_device", "load_restorer", "run_restore"]
+__all__ = [
+    "IMAGE_SUFFIXES", "ReferenceStore", "RestoreReport", "auto_device", "load_restorer", "preflight", "run_restore",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _LQ_FIELDS = ("lq0.png", "lq.png")
@@ -192,11 +194,8 @@ def _gt_member(members: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_ref_fr(model: Any, kind: str, store: ReferenceStore) -> None:
+def _check_ref_fr(backend: Any, kind: str, store: ReferenceStore) -> None:
     """Refuse, before any work, a Ref-FR backend whose inputs this run cannot give (one line)."""
-    backend = getattr(getattr(model, "stage1", None), "ref_fr", None)
-    if backend is None or not getattr(model, "num_tokens", 0):
-        return  # no Stage I: the backend never runs
     if backend.needs_ground_truth and kind != "dataset":
         raise BadInputError(
             f"--ref-fr {backend.name} needs the ground-truth image, which only dataset inputs carry (a dataset "
@@ -208,6 +207,47 @@ def _check_ref_fr(model: Any, kind: str, store: ReferenceStore) -> None:
             f"--ref-fr {backend.name} needs identity references ({where}): give --refs, a folder of photos of "
             "the person or one sub-folder of photos per identity_id"
         )
+
+
+def _check_model_ref_fr(model: Any, kind: str, store: ReferenceStore) -> None:
+    """:func:`_check_ref_fr` for an already loaded restorer (no Stage I without tokens: nothing to check)."""
+    backend = getattr(getattr(model, "stage1", None), "ref_fr", None)
+    if backend is not None and getattr(model, "num_tokens", 0):
+        _check_ref_fr(backend, kind, store)
+
+
+def preflight(
+    checkpoint: str | os.PathLike[str],
+    *,
+    kind: str = "dataset",
+    refs: ReferenceStore | str | os.PathLike[str] | None = None,
+    base: str | None = None,
+    ref_fr: str = "faceme",
+    ref_fr_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Check, without loading any model, that a restore can run; returns the checkpoint's config.
+
+    Reads only the checkpoint's metadata: it must be a Face2Scene checkpoint, its SD-Turbo base must
+    be on this machine (:func:`restorer.model.resolve_base`), and, when the model uses degradation
+    tokens (Stage I runs), the Ref-FR backend must find its inputs (``gt``: dataset inputs, ``kind``;
+    ``faceme``: references) and its weights (the FaceMe checkout). A model without tokens runs no
+    Stage I and needs none of these.
+
+    Raises:
+        BadInputError, MissingWeightsError: one line, naming what is missing.
+    """
+    from restorer.model import read_checkpoint_config, resolve_base
+    from restorer.reffr import create_ref_fr
+
+    config = read_checkpoint_config(checkpoint)
+    resolve_base(base, config.get("base"))
+    if not (config.get("mapnet") or {}).get("num_tokens", 0):
+        return config
+    store = refs if isinstance(refs, ReferenceStore) else ReferenceStore(refs)
+    backend = create_ref_fr(ref_fr, **({"path": str(ref_fr_path)} if ref_fr_path is not None else {}))
+    _check_ref_fr(backend, kind, store)
+    backend.load()  # a missing FaceMe checkout fails here, in one line
+    return config
 
 
 def load_restorer(
@@ -298,15 +338,17 @@ def run_restore(
     if single_file and dest.suffix.lower() not in _OUT_FORMATS:
         raise BadInputError(f"--out {dest}: write png, jpg or webp (or give a folder)")
     folder = dest.parent if single_file else dest
-    folder.mkdir(parents=True, exist_ok=True)
     con = console or Console(stderr=True)
     store = ReferenceStore(refs)
     t0 = time.perf_counter()
     if model is None:
+        preflight(checkpoint, kind=kind, refs=store, base=base, ref_fr=ref_fr, ref_fr_path=ref_fr_path)
         model = load_restorer(checkpoint, base=base, ref_fr=ref_fr, ref_fr_path=ref_fr_path, detector=detector,
                               device=device, dtype=dtype, cfg_scale=cfg_scale)
+    else:
+        _check_model_ref_fr(model, kind, store)
     load_s = time.perf_counter() - t0
-    _check_ref_fr(model, kind, store)
+    folder.mkdir(parents=True, exist_ok=True)
     backend = getattr(model.stage1, "ref_fr", None) if model.num_tokens else None
     needs_gt = bool(getattr(backend, "needs_ground_truth", False))
     report = RestoreReport(out=dest)

@@ -596,6 +596,10 @@ def run_training(
         opt.load_state_dict(torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()), weights_only=True))
         torch.set_rng_state(load_file(str(last / "rng.safetensors"))["torch_rng"])
         epoch, step, skip = state["epoch"], state["step"], state["batches_in_epoch"]
+        if epoch >= cfg.epochs and (out / "fadex.safetensors").is_file():
+            if main:
+                console.print(f"FaDeX: already finished at step {step} (epoch {epoch}): {out}", highlight=False)
+            return TrainResult(out, out, epoch, step, 0.0, float("nan"), False)
         if main:
             console.print(f"resuming from {last} (epoch {epoch}, step {step})")
     elif resume and (out / "trainer_state.json").exists() and main:

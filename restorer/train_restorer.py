@@ -31,7 +31,7 @@ micro-batches of the step (the heads' gradients come from the discriminator loss
 instead takes three optimiser steps per iteration (reconstruction, generator, discriminator) with
 two generator forwards.
 Optimisers: AdamW (lr 2e-5, weight decay 1e-2, S3Diff's), 500 warm-up steps then constant (S3Diff's
-``lr_warmup_steps``), gradient clipping at 1.0; the discriminator heads use the same settings.
+``lr_warmup_steps``; ``--warmup-steps``), gradient clipping at 1.0; the discriminator heads use the same settings.
 
 Scale. ``accelerate`` runs it on CPU, one GPU, or many GPUs/nodes (``accelerate launch``, see
 ``restorer/configs/accelerate_8gpu.yaml``); gradient accumulation and mixed precision (bf16/fp16)
@@ -51,7 +51,7 @@ import json
 import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,9 @@ class RestorerTrainConfig:
         iterations: optimiser steps (20K, §4.1).
         batch_size: scenes per device and micro-batch.
         grad_accum: micro-batches per optimiser step.
-        lr, warmup, weight_decay, max_grad_norm: optimiser (2e-5 §4.1; 500, 1e-2, 1.0 S3Diff).
+        lr, warmup, weight_decay, max_grad_norm: optimiser (2e-5 §4.1; 500, 1e-2, 1.0 S3Diff). ``warmup``
+            (``--warmup-steps``): steps of linear LR warm-up from 0 to ``lr``, then constant; the paper
+            does not give one, 500 is S3Diff's ``lr_warmup_steps``; short runs want fewer.
         lambda_l2, lambda_lpips, lambda_gan: loss weights (2.0, 5.0, 0.5; §4.1); 0 disables a term.
         neg_prob: p_n of online negative-prompt learning (§7.2; S3Diff's 0.05).
         crop: training crop side in px (512, S3Diff).
@@ -152,6 +154,8 @@ class RestorerTrainConfig:
         for name in ("iterations", "batch_size", "grad_accum", "crop", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise BadInputError(f"--warmup-steps must be >= 0, got {self.warmup}")
         if self.crop % 8:
             raise BadInputError(f"--crop must be a multiple of 8, got {self.crop}")
         if not 0 <= self.neg_prob <= 1:
@@ -164,6 +168,11 @@ class RestorerTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_resolved_paths(self) -> RestorerTrainConfig:
+        """A copy whose ``base`` and ``fadex``, when they are paths on this machine, are absolute (recorded
+        in checkpoints, so a restore from another working directory finds them); Hub ids stay as given."""
+        return replace(self, base=_absolute_if_local(self.base), fadex=_absolute_if_local(self.fadex))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RestorerTrainConfig:
         known = set(cls.__dataclass_fields__)
@@ -171,6 +180,13 @@ class RestorerTrainConfig:
         if unknown:
             raise BadInputError(f"unknown restorer training settings: {sorted(unknown)}")
         return cls(**d)
+
+
+def _absolute_if_local(value: str | None) -> str | None:
+    """``value`` as an absolute path when it names an existing file or folder, else unchanged (Hub id, None)."""
+    if value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,6 +540,7 @@ class RestorerTrainer:
         from restorer.losses import DinoDiscriminator, LPIPSLoss, create_dino_backbone
 
         cfg.check()
+        cfg = cfg.with_resolved_paths()
         self.cfg = cfg
         self.console = console or Console(stderr=True)
         self.out = Path(out)
@@ -581,7 +598,8 @@ class RestorerTrainer:
         if not file.is_file():
             return 0
         state = json.loads(file.read_text())
-        now, old = self.cfg.to_dict(), RestorerTrainConfig.from_dict(state["config"]).to_dict()
+        now = self.cfg.to_dict()
+        old = RestorerTrainConfig.from_dict(state["config"]).with_resolved_paths().to_dict()
         diff = sorted(k for k in now if k not in self.cfg.RESUMABLE_CHANGES and old.get(k) != now[k])
         if diff:
             raise BadInputError(f"cannot resume {self.out}: settings differ from the saved run ({', '.join(diff)}); "
@@ -706,6 +724,14 @@ class RestorerTrainer:
         main = acc.is_main_process
         start = self.step_count
         stop_at = cfg.iterations if max_steps is None else min(cfg.iterations, start + max_steps)
+        if start >= cfg.iterations:
+            from restorer.model import CHECKPOINT_NAME
+
+            done = self.out / "checkpoints" / f"step-{start:07d}.safetensors"
+            done = done if done.is_file() else self.out / CHECKPOINT_NAME
+            if main:
+                con.print(f"restorer: already finished at step {start}: {done}", highlight=False)
+            return TrainResult(checkpoint=done, steps=start, last_losses={}, skipped=len(self.dataset.skipped))
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")

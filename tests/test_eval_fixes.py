@@ -294,3 +294,29 @@ def test_plot_legend_lists_only_drawn_kinds_and_stacks_coinciding_labels(tmp_pat
     assert len({t.xyann for t in same}) == 2  # stacked, not printed over each other
     with_paper = _plotted(_syn(build_boards(res)), monkeypatch, tmp_path)
     assert [t.get_text() for t in with_paper.axes[0].get_legend().get_texts()] == ["measured", "reported (paper)"]
+
+
+# ---- restorer audit: n/a metrics named in the status line; dropped metrics warned -----------------
+
+
+def test_status_line_names_na_metrics_of_a_complete_row():
+    na = MetricSummary("lpips", "LPIPS", "n/a", reason="weights missing: vgg.pth")
+    ok = MetricSummary("psnr", "PSNR", "ok", mean=20.0, n=2, n_expected=2)
+    row = EvalRow(split="s", variant="full", method="m", complete=True, n_samples=2,
+                  metrics={"lpips": na, "dists": na, "psnr": ok})
+    assert row.status_line() == "m on s (full): complete (2 metrics n/a: weights missing)"
+    row.metrics = {"psnr": ok}
+    assert row.status_line() == "m on s (full): complete"
+
+
+def test_rerun_with_fewer_metrics_warns_which_it_dropped(pair, tmp_path):
+    lq, gt = pair
+    res = tmp_path / "r"
+    first = _inscene("evaluate", "--method", "bicubic", "--lq", lq, "--gt", gt, "--results", res, "--metrics",
+                     "psnr,ssim", "--in-process")
+    assert first.returncode == 0 and "warning" not in first.stderr
+    assert "bicubic on folders-" in first.stdout and ": complete" in first.stdout
+    again = _inscene("evaluate", "--method", "bicubic", "--lq", lq, "--gt", gt, "--results", res, "--metrics", "psnr",
+                     "--in-process")
+    assert again.returncode == 0, again.stderr
+    assert "had ssim, which this run's --metrics dropped" in " ".join(again.stderr.split())
