@@ -21,6 +21,7 @@ from benchmarks.methods import ExternalMethod, create_method, list_methods
 from benchmarks.metrics import EMBEDDED_METRICS
 from benchmarks.splits import DEFAULT_GT_FIELDS, DEFAULT_LQ_FIELDS, FolderSource, ShardSource, folder_label
 from inscene.errors import BadInputError
+from inscene.outdir import prepare_out_dir
 
 __all__ = ["DemoEvaluation", "evaluate_demo_split", "print_report", "run_evaluate", "run_leaderboard"]
 
@@ -57,6 +58,7 @@ def run_evaluate(
     """
     if data is not None and (lq is not None or gt is not None):
         raise BadInputError("give either --data DIR (InScene shards) or --lq/--gt folders, not both")
+    prepare_out_dir(results, "--results")  # a file or read-only folder: one line now, not after the scoring
     if data is not None:
         source: Any = ShardSource(
             data, split or "val-synthetic", shard_split=shard_split, subset=subset,

@@ -143,9 +143,14 @@ def register_metric(spec: MetricSpec) -> None:
 
 
 def get_metric(name: str) -> MetricSpec:
-    if name not in METRICS:
-        raise BadInputError(f"unknown metric '{name}'; known: {', '.join(METRICS)}")
-    return METRICS[name]
+    """The metric ``name``: its id or its printed label, in any case (``psnr``, ``PSNR``, ``C-IQA``)."""
+    if name in METRICS:
+        return METRICS[name]
+    key = name.strip().casefold()
+    for spec in METRICS.values():
+        if key in (spec.name.casefold(), spec.label.casefold()):
+            return spec
+    raise BadInputError(f"unknown metric '{name}'; known: {', '.join(METRICS)}")
 
 
 @dataclass

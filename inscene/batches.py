@@ -7,9 +7,10 @@ accepted, so a worker holds at most one batch of images whatever the partition s
 ``call_batch``) work in both runners.
 
 The contract is otherwise that of :mod:`inscene.stages` (and built from its pieces): one shard and
-one decision log per partition, the log written last (the partition's "done" marker), reruns skip
-finished partitions, every measured value kept, bad input a rejection with its reason, any other
-exception an ``error`` row that does not stop the run. Before a partition is (re)processed the sink
+one decision log per partition, the log written last (the partition's "done" marker) just after the
+record of the shard files committed, reruns skip finished partitions whose shard files are intact and
+redo those whose shard was deleted or truncated, every measured value kept, bad input a rejection
+with its reason, any other exception an ``error`` row that does not stop the run. Before a partition is (re)processed the sink
 removes whatever an interrupted attempt left of it, so a rerun after ``kill -9`` neither loses nor
 duplicates anything.
 """
@@ -123,7 +124,7 @@ def process_partition(
             item.data.clear()  # the encoded image is in the shard now; free it
 
         rows = decide_partition(ready, items, partition, accept, on_item)
-    return commit_partition(rows, out_dir, partition, len(items))
+    return commit_partition(rows, out_dir, partition, len(items), sink)
 
 
 class _Rate:

@@ -85,7 +85,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -1200,7 +1199,64 @@ def _prepare_out(out: Path, dirs: Sequence[Path]) -> None:
             raise BadInputError(f"--out {out} is a file")
         if any(out.iterdir()) and not (out / STATE_NAME).exists():
             raise BadInputError(f"--out {out} is not empty and was not made by inscene publish; use a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+# Working folders a publish run keeps beside --out (same parent, so a rename can swap them in):
+# ``.OUT.tmp-PID`` the new staging, ``.OUT.hf-check-PID`` the HF datasets validation cache,
+# ``.OUT.old-PID`` the previous output while it is being replaced.
+_SIBLING_TAGS = ("tmp", "hf-check", "old")
+
+
+def _sibling(out: Path, tag: str) -> Path:
+    """This process's working folder ``tag`` beside ``out``."""
+    return out.parent / f".{out.name}.{tag}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a leftover of this process is never in use by another run
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _clean_stale_siblings(out: Path) -> None:
+    """Remove the working folders of earlier runs into ``out`` that were killed (their process is gone).
+
+    A previous output caught mid-replacement (``out`` missing, its ``.old`` copy left) is put back.
+    """
+    if not out.parent.is_dir():
+        return
+    prefix = f".{out.name}."
+    for p in out.parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        tag, _, pid = p.name[len(prefix):].rpartition("-")
+        if tag not in _SIBLING_TAGS or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if tag == "old" and not out.exists():
+            p.rename(out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move the folder ``new`` to ``out``; the previous ``out`` is deleted only once ``new`` is in place."""
+    old = _sibling(out, "old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _clear_staged(out: Path) -> None:
@@ -1217,15 +1273,19 @@ def stage(
     settings: Any = None,
     mapping: Sequence[str] | dict[str, str] | None = None,
     console: Any = None,
+    build: str | os.PathLike | None = None,
 ) -> tuple[StagedDataset, bool]:
     """Assemble the repo folder: reshard for the Hub, run the privacy gate, collect statistics.
 
-    Reuses a complete staging of the same inputs (same files, sizes, mtimes, declaration and
-    settings), so rerunning an interrupted ``inscene publish`` goes straight to the upload.
+    Reuses a complete staging of the same inputs in ``out`` (same files, sizes, mtimes, declaration
+    and settings), so rerunning an interrupted ``inscene publish`` goes straight to the upload.
 
     Args:
         dirs: dataset folders (``{split}/{subset}-NNNNN.tar`` + manifests).
-        out: the staging folder (created; must be empty or an earlier staging).
+        out: the staging folder (must be absent, empty or an earlier staging).
+        build: the folder a new staging is written into (default ``out``; created). :func:`publish`
+            builds beside ``out`` and moves the result over ``out`` once it validated, so a failed run
+            leaves the previous staging as it was. On failure nothing is left staged in ``build``.
         declaration: merged declaration (:func:`load_declaration`).
         settings: a :class:`~inscene.config.HubSettings` (default: the toolkit's).
         mapping: ``SPLIT/SUBSET=CONFIG/SPLIT`` overrides of where input shards are published
@@ -1267,7 +1327,12 @@ def stage(
         raise PrivacyError(problems)
     _check_duplicate_keys(groups_in)
 
-    _clear_staged(out)
+    final, out = out, Path(build) if build is not None else out
+    if out == final:
+        _clear_staged(out)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / STATE_NAME).write_text(json.dumps({"format": STATE_FORMAT, "fingerprint": fingerprint,
                                               "complete": False}) + "\n")
     run_records, config_flat, config_source = _run_records(dirs)
@@ -1387,7 +1452,11 @@ def stage(
         if problems:
             raise PrivacyError(problems)
     except BaseException:
-        _clear_staged(out)  # never leave offending or half-written data where an upload could find it
+        # never leave offending or half-written data where an upload could find it
+        if out == final:
+            _clear_staged(out)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
         raise
 
     staged = StagedDataset(
@@ -2077,11 +2146,14 @@ def _hf_offline() -> Iterator[None]:
 
 
 def validate_folder(
-    staged: StagedDataset, *, mode: str = "auto", full_max_bytes: int = 2_000_000_000
+    staged: StagedDataset, *, mode: str = "auto", full_max_bytes: int = 2_000_000_000,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ValidationReport:
     """Load every config and split of the staged folder with HF ``datasets`` and parse its card.
 
-    Offline (``HF_HUB_OFFLINE=1``) with a temporary cache that is removed afterwards.
+    Offline (``HF_HUB_OFFLINE=1``) with a temporary cache that is removed afterwards: ``cache_dir``
+    (default ``.OUT.hf-check-PID`` beside the staged folder, never the system temp folder, so what
+    a killed run leaves is found and removed by the next ``inscene publish`` into the same folder).
 
     Args:
         staged: the staged folder.
@@ -2089,8 +2161,8 @@ def validate_folder(
             declared features); ``stream`` streams every row (no cache; images of the first rows
             decoded); ``auto``: full up to ``full_max_bytes`` of shards, stream above.
         full_max_bytes: the ``auto`` threshold.
+        cache_dir: the temporary cache (created, then removed with everything in it).
     """
-    import datasets
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard
@@ -2123,37 +2195,53 @@ def validate_folder(
     if problems:
         return report
 
-    with _hf_offline(), tempfile.TemporaryDirectory(prefix="inscene-hf-check-") as cache:
-        for g in staged.groups:
-            where = f"{g.subset}/{g.split}"
-            expected_cols = set(datasets.Features.from_dict(staged.features[g.subset]))
-            try:
-                ds = datasets.load_dataset(str(out), name=g.subset, split=g.split, cache_dir=cache,
-                                           streaming=mode == "stream")
-                if mode == "full":
-                    n = len(ds)
-                    cols = list(ds.column_names)
-                    if n:
-                        row = ds[0]  # decodes the images of the first row
-                        _check_row(row, g, where, problems)
-                else:
-                    cols = list(ds.features) if ds.features is not None else []
-                    n = 0
-                    for i, row in enumerate(ds.decode(False)):
-                        if i == 0:
-                            _check_row(_decode_row(row), g, where, problems)
-                        n += 1
-            except Exception as exc:  # noqa: BLE001 - report what HF datasets could not load
-                problems.append(f"{where}: HF datasets cannot load it: {type(exc).__name__}: {exc}")
-                continue
-            report.rows[(g.subset, g.split)] = n
-            report.columns[(g.subset, g.split)] = cols
-            if n != g.images:
-                problems.append(f"{where}: HF datasets gave {n} rows, {g.images} were staged")
-            missing = expected_cols - set(cols)
-            if missing:
-                problems.append(f"{where}: columns missing in HF datasets: {', '.join(sorted(missing))}")
+    cache_path = Path(cache_dir) if cache_dir is not None else _sibling(out, "hf-check")
+    shutil.rmtree(cache_path, ignore_errors=True)
+    cache_path.mkdir(parents=True)
+    cache = str(cache_path)
+    try:
+        with _hf_offline():
+            _load_every_split(staged, mode, cache, report)
+    finally:
+        shutil.rmtree(cache_path, ignore_errors=True)
     return report
+
+
+def _load_every_split(staged: StagedDataset, mode: str, cache: str, report: ValidationReport) -> None:
+    """Load each group of ``staged`` with HF datasets; rows, columns and problems go to ``report``."""
+    import datasets
+
+    out = staged.out
+    problems = report.problems
+    for g in staged.groups:
+        where = f"{g.subset}/{g.split}"
+        expected_cols = set(datasets.Features.from_dict(staged.features[g.subset]))
+        try:
+            ds = datasets.load_dataset(str(out), name=g.subset, split=g.split, cache_dir=cache,
+                                       streaming=mode == "stream")
+            if mode == "full":
+                n = len(ds)
+                cols = list(ds.column_names)
+                if n:
+                    row = ds[0]  # decodes the images of the first row
+                    _check_row(row, g, where, problems)
+            else:
+                cols = list(ds.features) if ds.features is not None else []
+                n = 0
+                for i, row in enumerate(ds.decode(False)):
+                    if i == 0:
+                        _check_row(_decode_row(row), g, where, problems)
+                    n += 1
+        except Exception as exc:  # noqa: BLE001 - report what HF datasets could not load
+            problems.append(f"{where}: HF datasets cannot load it: {type(exc).__name__}: {exc}")
+            continue
+        report.rows[(g.subset, g.split)] = n
+        report.columns[(g.subset, g.split)] = cols
+        if n != g.images:
+            problems.append(f"{where}: HF datasets gave {n} rows, {g.images} were staged")
+        missing = expected_cols - set(cols)
+        if missing:
+            problems.append(f"{where}: columns missing in HF datasets: {', '.join(sorted(missing))}")
 
 
 def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -2346,6 +2434,9 @@ def publish(
         api: a ``huggingface_hub.HfApi`` (default: a new one).
         console: rich console for progress.
 
+    A new staging is built in ``.OUT.tmp-PID`` beside ``out`` and replaces ``out`` only once it
+    validated: a run that fails (bad input, privacy gate, validation) leaves the previous ``out`` intact.
+
     Raises:
         PrivacyError: the privacy gate refused (exit 2).
         InsceneError: validation failed (exit 1) or the upload failed.
@@ -2367,12 +2458,21 @@ def publish(
     out = Path(out) if out is not None else Path(f"publish-{repo_id.split('/')[1]}")
     settings = InsceneConfig().hub
     decl = load_declaration(dirs, Path(declaration) if declaration is not None else None)
-    staged, reused = stage(dirs, out, decl, settings=settings, mapping=mapping, console=console)
-    (out / "README.md").write_text(build_card(staged, repo_id), encoding="utf-8")
-    report = validate_folder(staged, mode=check, full_max_bytes=settings.full_check_max_bytes)
+    _clean_stale_siblings(out)
+    build = _sibling(out, "tmp")
+    staged, reused = stage(dirs, out, decl, settings=settings, mapping=mapping, console=console, build=build)
+    try:
+        (staged.out / "README.md").write_text(build_card(staged, repo_id), encoding="utf-8")
+        report = validate_folder(staged, mode=check, full_max_bytes=settings.full_check_max_bytes,
+                                 cache_dir=_sibling(out, "hf-check"))
+        if not report.ok:
+            raise RunFailures("the staged folder failed validation:\n  " + "\n  ".join(report.problems))
+        if not reused:
+            _replace_folder(build, out)  # the previous --out stays as it was until here
+            staged.out = out
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     result = PublishResult(staged, reused, report, undocumented=undocumented_columns(staged))
-    if not report.ok:
-        raise RunFailures("the staged folder failed validation:\n  " + "\n  ".join(report.problems))
     if not dry_run:
         result.uploaded = upload(staged, repo_id, private=private, api=api, console=console)
     return result

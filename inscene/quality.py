@@ -155,6 +155,8 @@ class Scorer:
     """
 
     info: ClassVar[ScorerInfo]
+    #: smallest image side the scorer works on (0: any); smaller images get a one-line BadInputError
+    min_size: ClassVar[int] = 0
 
     def __init__(self, device: str | None = None, batch_size: int = 8) -> None:
         if batch_size < 1:
@@ -224,6 +226,9 @@ class Scorer:
             ``(N,)`` float64 scores.
         """
         x = as_batch(images)
+        if self.min_size and min(x.shape[2:]) < self.min_size:
+            raise BadInputError(f"{self.name} needs images of at least {self.min_size}x{self.min_size} pixels, "
+                                f"got {x.shape[3]}x{x.shape[2]}")
         ref = None
         if self.mode == "FR":
             if references is None:
@@ -752,6 +757,7 @@ def _pyiqa_cls(
     opts: dict[str, Any] | None = None,
     gpu: bool = True,
     random_init: bool = True,
+    min_size: int = 0,
 ) -> type[PyiqaScorer]:
     info = ScorerInfo(
         name, mode, lower_better, score_range, f"pyiqa:{pyiqa_name}",
@@ -763,6 +769,7 @@ def _pyiqa_cls(
         "pyiqa_opts": dict(opts or {}),
         "weights_name": weights or "",
         "random_init_supported": random_init,
+        "min_size": min_size,
         "__doc__": f"{description} (pyiqa '{pyiqa_name}').",
     }
     cls_name = "".join(p.capitalize() for p in name.replace("-", "_").split("_")) + "Scorer"
@@ -797,6 +804,7 @@ TOPIQScorer = _pyiqa_cls(
 PIQEScorer = _pyiqa_cls(
     "piqe", "piqe", "NR", True, (0.0, 100.0), "PIQE (weight-free, embedded NR default)",
     "embedded NR default (DESIGN.md); not in the paper", gpu=False, random_init=False,
+    min_size=8,  # pyiqa pads to 16x16 blocks by reflection: fewer than 8 pixels on a side fail inside torch
 )
 PSNRPyiqaScorer = _pyiqa_cls(
     "psnr-pyiqa", "psnr", "FR", False, (0.0, math.inf), "PSNR computed by pyiqa itself (Y, ycbcr)",

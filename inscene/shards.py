@@ -1113,15 +1113,23 @@ def verify_dataset(root: str | os.PathLike) -> VerifyReport:
     Streams each tar once, recomputing the tar's sha256 and every member's sha256, and compares
     them with ``index.json`` (or the sidecar) and the parquet manifest.
 
+    A sidecar (``*.tar.json``) that cannot be read, or whose count, bytes or sha256 disagree with
+    an otherwise sound tar, is a ``corrupt`` problem naming the sidecar.
+
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is False when any problem was found.
 
     Raises:
-        BadInputError: ``root`` is not a folder.
+        BadInputError: ``root`` is not a folder, or holds no shard and no ``index.json`` (not a dataset).
     """
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(f"not a dataset folder: {root}")
+    if not (root / INDEX_NAME).exists() and not any(
+        _SHARD_RE.match(p.name.removesuffix(".json").removesuffix(".tmp"))
+        for pattern in ("*/*.tar", "*/*.tar.json", "*/*.tar.tmp") for p in root.glob(pattern)
+    ):
+        raise BadInputError(f"not an inscene dataset folder (no shards, no index.json): {root}")
     report = VerifyReport(root=root)
     add = report.problems.append
 
@@ -1132,7 +1140,7 @@ def verify_dataset(root: str | os.PathLike) -> VerifyReport:
         add(ShardProblem(root / INDEX_NAME, "corrupt", f"unreadable index: {exc}"))
         index = {}
     if index is None:
-        add(ShardProblem(root / INDEX_NAME, "missing", "no index.json; rebuild it with write_index(root)"))
+        add(ShardProblem(root / INDEX_NAME, "missing", f"no index.json; {_rebuild_hint(root)}"))
         index = {}
 
     for tmp in sorted(root.glob("*/*.tar.tmp")):
@@ -1152,21 +1160,39 @@ def verify_dataset(root: str | os.PathLike) -> VerifyReport:
     for tar in sorted(on_disk):
         report.shards_checked += 1
         rel = f"{tar.parent.name}/{tar.name}"
-        problem = _verify_tar(tar, index.get(rel), report)
+        sidecar, side_problem = _read_sidecar(tar)
+        if side_problem is not None:
+            add(side_problem)
+        problem = _verify_tar(tar, index.get(rel, sidecar), report, sidecar)
         if problem is not None:
             add(problem)
         elif rel not in index and (root / INDEX_NAME).exists():
-            add(ShardProblem(tar, "unindexed", "not in index.json; rebuild it with write_index"))
+            add(ShardProblem(tar, "unindexed", f"not in index.json; {_rebuild_hint(root)}"))
     return report
 
 
-def _verify_tar(tar: Path, entry: dict[str, Any] | None, report: VerifyReport) -> ShardProblem | None:
-    sidecar = tar.with_name(tar.name + ".json")
-    if entry is None and sidecar.exists():
-        try:
-            entry = _read_json(sidecar)
-        except (OSError, ValueError) as exc:
-            return ShardProblem(sidecar, "corrupt", f"unreadable sidecar: {exc}")
+def _rebuild_hint(root: Path) -> str:
+    """How a user rebuilds ``index.json`` from the shard sidecars (there is no CLI command for it)."""
+    return f"rebuild it with: python -c \"from inscene.shards import write_index; write_index('{root}')\""
+
+
+def _read_sidecar(tar: Path) -> tuple[dict[str, Any] | None, ShardProblem | None]:
+    """A tar's sidecar (None when absent or unreadable), and a problem when it is not JSON with
+    ``count``, ``bytes`` and ``sha256``."""
+    path = tar.with_name(tar.name + ".json")
+    if not path.exists():
+        return None, None
+    try:
+        info = _read_json(path)
+        sidecar = {"count": int(info["count"]), "bytes": int(info["bytes"]), "sha256": str(info["sha256"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, ShardProblem(path, "corrupt", f"unreadable sidecar: {type(exc).__name__}: {exc}")
+    return sidecar, None
+
+
+def _verify_tar(
+    tar: Path, entry: dict[str, Any] | None, report: VerifyReport, sidecar: dict[str, Any] | None = None
+) -> ShardProblem | None:
     size = tar.stat().st_size
     if entry is not None and size < int(entry["bytes"]):
         return ShardProblem(tar, "truncated", f"{size} of {entry['bytes']} bytes")
@@ -1210,6 +1236,12 @@ def _verify_tar(tar: Path, entry: dict[str, Any] | None, report: VerifyReport) -
         return ShardProblem(tar, "corrupt", f"{len(absent)} manifest samples absent from the tar, e.g. {absent[0]}")
     if entry is not None and hasher.hexdigest() != entry["sha256"]:
         return ShardProblem(tar, "hash_mismatch", "tar sha256 differs from the index")
+    if sidecar is not None:
+        actual = {"count": len(seen), "bytes": size, "sha256": hasher.hexdigest()}
+        differ = [k for k in ("count", "bytes", "sha256") if sidecar[k] != actual[k]]
+        if differ:
+            return ShardProblem(tar.with_name(tar.name + ".json"), "corrupt",
+                                f"sidecar {', '.join(differ)} differs from the tar")
     return None
 
 

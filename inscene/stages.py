@@ -11,9 +11,13 @@ The runners split the items into partitions of at most ``partition_size`` (never
 shard's worth), map the stages over each partition (on Dask when given a client, else in this
 process) and, per partition, write the accepted items to one shard and a decision log (parquet,
 every measured value, ``m.<name>`` columns) atomically. Bad input is a rejection with its reason;
-any other exception is an ``error`` row that does not stop the run. The decision log is written
-last and is the partition's "done" marker: a rerun skips partitions that have one, so runs are
-resumable and a crash loses at most the partitions in flight.
+any other exception is an ``error`` row that does not stop the run. Just before the decision log,
+a small record (``decisions/_part-NNNNN.shards.json``) names the files the sink committed for the
+partition and their byte sizes (see :func:`committed_paths`). The decision log is written last and
+is the partition's "done" marker: a rerun skips partitions that have one and whose recorded files
+are all still there with their recorded sizes; a partition whose shard was deleted or truncated is
+redone (its stale files removed first, one line saying so), so runs are resumable, a crash loses
+at most the partitions in flight, and a damaged output is rebuilt rather than silently dropped.
 
 Two runners share that contract and differ in how accepted items leave a partition and how
 progress is shown:
@@ -139,6 +143,85 @@ def summarize(decisions: pd.DataFrame, partitions: int, skipped_partitions: int 
 def decision_path(out_dir: Path, partition: int) -> Path:
     """Path of a partition's decision log."""
     return Path(out_dir) / DECISIONS_DIR / f"part-{partition:05d}.parquet"
+
+
+def shards_record_path(out_dir: Path, partition: int) -> Path:
+    """Path of the record of the files a partition committed (written just before its decision log).
+
+    Its ``_`` prefix keeps it out of ``pd.read_parquet(out_dir / "decisions")`` (pyarrow skips such files).
+    """
+    return Path(out_dir) / DECISIONS_DIR / f"_part-{partition:05d}.shards.json"
+
+
+def committed_paths(sink: Any, partition: int) -> list[Path]:
+    """The files ``sink`` committed for ``partition`` (after its commit), to be checked on resume.
+
+    A sink may say so itself with a ``committed_paths(partition)`` method. Otherwise a shard sink
+    with ``root``, ``split`` and ``subset`` attributes is taken to write shard index ``partition``:
+    its ``{root}/{split}/{subset}-{partition:05d}.tar`` with the manifest and sidecar next to it
+    (those that exist). Any other sink names no files (its partitions are not checked on resume).
+    """
+    own = getattr(sink, "committed_paths", None)
+    if callable(own):
+        return [Path(p) for p in own(partition)]
+    root, split, subset = (getattr(sink, name, None) for name in ("root", "split", "subset"))
+    if not all(isinstance(v, str | os.PathLike) for v in (root, split, subset)):
+        return []
+    stem = Path(root) / str(split) / f"{subset}-{partition:05d}"
+    return [p for p in (stem.with_suffix(".tar"), stem.with_suffix(".parquet"), stem.with_suffix(".tar.json"))
+            if p.is_file()]
+
+
+def _write_shards_record(out_dir: Path, partition: int, paths: list[Path]) -> None:
+    files = {Path(os.path.relpath(p, out_dir)).as_posix(): p.stat().st_size for p in paths}
+    path = shards_record_path(out_dir, partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _recorded_files(out_dir: Path, partition: int) -> dict[str, int] | None:
+    """The files a partition's record names (relative to ``out_dir``) and sizes; None without a record.
+
+    An unreadable record names a file that cannot exist, so its partition is redone.
+    """
+    path = shards_record_path(out_dir, partition)
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        return {str(k): int(v) for k, v in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {path.name: -1}
+
+
+def _damage(out_dir: Path, partition: int) -> str | None:
+    """Why a finished partition's committed files no longer match its record (None: they match).
+
+    Cheap: existence and byte size only, no re-hashing. A log without a record (a run of an older
+    version) is trusted, as before.
+    """
+    files = _recorded_files(out_dir, partition)
+    for rel, size in sorted((files or {}).items()):
+        path = out_dir / rel
+        if size < 0:
+            return f"{rel} unreadable"
+        if not path.is_file():
+            return f"{rel} missing"
+        actual = path.stat().st_size
+        if actual != size:
+            return f"{rel} is {actual} bytes, {size} committed"
+    return None
+
+
+def _remove_partition(out_dir: Path, partition: int) -> None:
+    """Remove a partition's decision log, then its record and the committed files still there."""
+    files = _recorded_files(out_dir, partition) or {}
+    decision_path(out_dir, partition).unlink(missing_ok=True)
+    shards_record_path(out_dir, partition).unlink(missing_ok=True)
+    for rel in files:
+        (out_dir / rel).unlink(missing_ok=True)
 
 
 def read_decisions(out_dir: str | os.PathLike[str], partitions: Iterable[int] | None = None) -> pd.DataFrame:
@@ -289,12 +372,21 @@ def decide_partition(
     return [rows[i] for i in sorted(rows)]
 
 
-def commit_partition(rows: list[dict[str, Any]], out_dir: str, partition: int, items: int) -> dict[str, int]:
-    """Write the decision log (the partition's "done" marker) and return the partition's counts."""
-    write_parquet_atomic(pd.DataFrame(rows), decision_path(Path(out_dir), partition))
+def commit_partition(
+    rows: list[dict[str, Any]], out_dir: str, partition: int, items: int, sink: Any = None
+) -> dict[str, int]:
+    """Record the files ``sink`` committed, write the decision log (the "done" marker) and return the counts.
+
+    Call it after the sink committed the partition's output. The record names the files of
+    :func:`committed_paths` (none when the partition accepted nothing) with their byte sizes.
+    """
+    out = Path(out_dir)
+    accepted = sum(1 for r in rows if r["accepted"])
+    _write_shards_record(out, partition, committed_paths(sink, partition) if accepted and sink is not None else [])
+    write_parquet_atomic(pd.DataFrame(rows), decision_path(out, partition))
     return {
         "items": items,
-        "accepted": sum(1 for r in rows if r["accepted"]),
+        "accepted": accepted,
         "rejected": sum(1 for r in rows if not r["accepted"] and not r["error"]),
         "errors": sum(1 for r in rows if r["error"]),
     }
@@ -307,7 +399,7 @@ def run_partition(
     accepted: list[Item] = []
     rows = decide_partition(ready_stages(stages), items, partition, accepted.append)
     sink(partition, accepted)
-    return commit_partition(rows, out_dir, partition, len(items))
+    return commit_partition(rows, out_dir, partition, len(items), sink)
 
 
 # ---- whole runs: partitions, resume, Dask, progress ---------------------------------------------------
@@ -328,9 +420,29 @@ def partition_items(items: Iterable[Item], size: int) -> list[list[Item]]:
 def plan_partitions(
     items: Iterable[Item], partition_size: int, out: Path, description: str
 ) -> tuple[list[list[Item]], list[int], str]:
-    """The partitions, the indices of those without a decision log (still to do), and the progress label."""
+    """The partitions, the indices of those still to do, and the progress label.
+
+    A partition is done when it has a decision log and the files its record names are all there
+    with their recorded sizes. Finished partitions whose files are gone or changed are redone: their
+    stale log, record and files are removed here, and one line on the console names them and why.
+    """
     parts = partition_items(items, partition_size)
-    todo = [i for i in range(len(parts)) if not decision_path(out, i).exists()]
+    redo: dict[int, str] = {}
+    todo = []
+    for i in range(len(parts)):
+        if not decision_path(out, i).exists():
+            todo.append(i)
+        elif (why := _damage(out, i)) is not None:
+            redo[i] = why
+            todo.append(i)
+    if redo:
+        from inscene.runtime import console
+
+        for i in redo:
+            _remove_partition(out, i)
+        reasons = "; ".join(f"{i}: {why}" for i, why in redo.items())
+        console.print(f"{description}: redoing {len(redo)} finished partition(s) whose committed files are gone "
+                      f"or changed ({reasons})", markup=False, highlight=False)
     skipped = len(parts) - len(todo)
     return parts, todo, f"{description} ({skipped} partitions already done)" if skipped else description
 

@@ -15,8 +15,13 @@ fixed LQ per image of any other split (validation). A preset is one fixed operat
 
 Determinism: version k of sample ``key`` is drawn from seed ``sha256(f"{seed}/{key}/{k}")``, so
 the output depends on the seed, the keys and the options only, not on the order, the partitioning
-or the number of workers: the same seed gives byte-identical shards. Partitions are written as one
-shard each with a decision log, so an interrupted run resumes where it stopped.
+or the number of workers: the same seed gives byte-identical shards, in this process or on Dask
+workers alike (the torch operators run on one thread, so float sums add in one order). Partitions
+are written as one shard each with a decision log, so an interrupted run resumes where it stopped.
+``degrade.json`` records the options, the resolved input folder and a digest of the input listing
+(keys, sizes, mtimes): a rerun with other options or over changed inputs is refused (use a new
+``--out``). A damaged input shard (truncated, corrupt) is skipped with a warning naming it, and the
+run exits 1.
 
 LQ size: InScene stores each LQ resized back to its HQ's size (bicubic), as S3Diff's training
 code does; the paper restores at native resolution and finds faces in the LQ in scene coordinates
@@ -28,6 +33,7 @@ parameter summary and PSNR to the input.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,6 +41,7 @@ import os
 import re
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +52,12 @@ from rich.console import Console
 from inscene import imageio
 from inscene.config import DegradationSettings
 from inscene.errors import BadInputError
+from inscene.outdir import listing_digest, prepare_out_dir
 from inscene.schema import DegradationParams, Provenance, Sample
 from inscene.stages import Item, Rejection, RunSummary, run_stages
 
 DEFAULT_PARTITION_SIZE = 100
+RECORD_NAME = "degrade.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _HQ_FIELDS = ("hq", "gt", "")  # preferred HQ member names: hq.<ext>, gt.<ext>, <ext>
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]+")
@@ -167,14 +176,46 @@ def is_dataset(folder: Path) -> bool:
     return (folder / "index.json").exists() or bool(shard_paths(folder))
 
 
-def list_shard_items(root: Path, split: str | None, subset: str | None) -> dict[tuple[str, str], list[Item]]:
-    """Items per (split, subset) of a shard dataset, by key order within each shard, shards sorted."""
+def _check_tar(path: str) -> None:
+    """Raise :class:`tarfile.ReadError` when a shard is cut short or holds a corrupt header.
+
+    ``tarfile`` stops listing silently at a bad header that is not the first one; data past the
+    last member other than the zero padding of the end of the archive means such a header.
+    """
+    members = _tar_members(path)
+    end = max((m.offset_data + m.size for m in members.values()), default=0)
+    size = os.path.getsize(path)
+    if end > size:
+        raise tarfile.ReadError("unexpected end of data")
+    with open(path, "rb") as fh:
+        fh.seek(end)
+        tail = fh.read()
+    pad = -end % 512  # the last member's data is padded to a 512-byte block
+    if tail[pad:].strip(b"\0"):
+        raise tarfile.ReadError(f"corrupt tar header after byte {end + pad}")
+
+
+def list_shard_items(
+    root: Path, split: str | None, subset: str | None, damaged: list[str] | None = None
+) -> dict[tuple[str, str], list[Item]]:
+    """Items per (split, subset) of a shard dataset, by key order within each shard, shards sorted.
+
+    A shard that cannot be listed (truncated, corrupt header, unreadable) is skipped; when
+    ``damaged`` is given, ``"<shard>: <why>"`` is appended to it for each such shard.
+    """
     from inscene.shards import shard_paths
 
     groups: dict[tuple[str, str], list[Item]] = {}
     for tar in shard_paths(root, split):
         sub = tar.name.rsplit("-", 1)[0]
         if subset is not None and sub != subset:
+            continue
+        try:
+            _check_tar(str(tar))
+        except (tarfile.TarError, OSError) as exc:
+            _TAR_CACHE.pop(str(tar), None)
+            if damaged is not None:
+                damaged.append(f"{tar}: {exc}")
             continue
         by_key: dict[str, list[str]] = {}
         for name in _tar_members(str(tar)):
@@ -223,13 +264,6 @@ class DegradeStage:
 
         if self.options.device.startswith("cuda") and not torch.cuda.is_available():
             raise BadInputError("--device cuda but no CUDA device is visible on this worker")
-        try:  # one torch thread per Dask worker process: the workers already fill the cores
-            from distributed import get_worker
-
-            get_worker()
-            torch.set_num_threads(1)
-        except (ImportError, ValueError):
-            pass
 
     def _load(self, item: Item) -> tuple[bytes, str, dict[str, Any]]:
         if "tar" in item.data:
@@ -257,7 +291,8 @@ class DegradeStage:
         item.measured["height"], item.measured["width"] = int(h), int(w)
         opts = self.options
         params = [opts.params(item.key, k) for k in range(opts.versions_for(self.split))]
-        lqs = apply([rgb] * opts.versions, params, device=opts.device)
+        with _one_torch_thread():  # same bytes in this process and on Dask workers (see the function)
+            lqs = apply([rgb] * opts.versions, params, device=opts.device)
         members: dict[str, bytes] = {}
         if ext in ("png", "jpg", "jpeg", "webp"):
             members[f"hq.{ext}"] = data  # shard input: the HQ bytes as they were
@@ -310,6 +345,25 @@ class DegradeStage:
         return meta
 
 
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch with one intra-op thread, then restore the previous count.
+
+    A float sum split over N threads adds in another order than over 1, which changes a few pixels
+    by one level after rounding: without a fixed count, ``--in-process`` (all cores) and Dask
+    workers (one thread each) would write different bytes for the same seed. Dask workers already
+    fill the cores with one thread each, so only an in-process run pays for it.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
@@ -344,6 +398,7 @@ class DegradeResult:
     out: Path
     summaries: dict[tuple[str, str], RunSummary]
     seconds: float
+    damaged_inputs: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -352,8 +407,8 @@ class DegradeResult:
 
     @property
     def ok(self) -> bool:
-        """True when no item failed with an error."""
-        return all(s.errors == 0 for s in self.summaries.values())
+        """True when no item failed with an error and no input shard was skipped as damaged."""
+        return not self.damaged_inputs and all(s.errors == 0 for s in self.summaries.values())
 
 
 def run_degrade(
@@ -387,23 +442,23 @@ def run_degrade(
     if out.resolve() == inp.resolve():
         raise BadInputError("--out must differ from the input folder")
     t0 = time.perf_counter()
+    damaged: list[str] = []
     if is_dataset(inp):
-        groups = list_shard_items(inp, split, subset)
+        groups = list_shard_items(inp, split, subset, damaged)
+        for what in damaged:
+            console.print(f"[yellow]warning:[/] skipping damaged input shard {what}", highlight=False)
     else:
         groups = {(split or "val", subset or "degraded"): list_folder_items(inp)}
     if not any(groups.values()):
-        raise BadInputError(f"no images found in {inp}")
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"input": str(inp), **options.__dict__, "partition_size": partition_size}
+        raise BadInputError(f"no images found in {inp}" + (f" ({len(damaged)} damaged shard(s) skipped)"
+                                                             if damaged else ""))
+    prepare_out_dir(out)
+    record = {"input": str(inp.resolve()), **options.__dict__, "partition_size": partition_size}
     if options.versions is None and options.preset is None:
         ds = DegradationSettings()
         record["versions_by_split"] = {"train": ds.train_versions_per_image, "other": ds.val_versions_per_image}
-    rec_path = out / "degrade.json"
-    if rec_path.exists() and json.loads(rec_path.read_text()) != record:
-        raise BadInputError(
-            f"{out} holds a run with other options ({rec_path}); use a new --out to change them"
-        )
-    rec_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    record["inputs_digest"] = _inputs_digest(inp, groups)
+    _check_record(out, record)
 
     client = None
     summaries: dict[tuple[str, str], RunSummary] = {}
@@ -434,11 +489,61 @@ def run_degrade(
     from inscene.shards import write_index
 
     write_index(out)
-    result = DegradeResult(out, summaries, time.perf_counter() - t0)
+    result = DegradeResult(out, summaries, time.perf_counter() - t0, damaged)
     for (sp, sub), s in summaries.items():
         console.print(f"{sp}/{sub}: {s.accepted} written, {s.rejected} rejected, {s.errors} errors "
                       f"({s.skipped_partitions}/{s.partitions} partitions resumed)")
+    if damaged:
+        console.print(f"{len(damaged)} damaged input shard(s) skipped: "
+                      + "; ".join(damaged), highlight=False)
     return result
+
+
+
+def _inputs_digest(inp: Path, groups: dict[tuple[str, str], list[Item]]) -> str:
+    """A digest of what the run reads: every item's key with its file's size and mtime (shard input:
+    the tar holding it), so a rerun over added, removed or changed inputs is refused."""
+    entries = []
+    for (sp, sub), items in sorted(groups.items()):
+        for item in items:
+            file = item.data.get("tar", item.source)
+            rel = os.path.relpath(file, inp)
+            entries.append((f"{sp}/{sub}/{item.key}@{rel}", file))
+    return listing_digest(entries)
+
+
+def _check_record(out: Path, record: dict[str, Any]) -> None:
+    """Refuse ``out`` when it holds a run with other options or other inputs; write ``record``.
+
+    Records written before inputs were fingerprinted (no ``inputs_digest``) or with the input
+    path as typed (relative) still resume: the digest is then unknown (accepted) and the path is
+    resolved from the current folder.
+    """
+    path = out / RECORD_NAME
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise BadInputError(f"{out} holds an unreadable {RECORD_NAME}; use a new --out")
+        old = dict(old)
+        if "input" in old:
+            old["input"] = str(Path(old["input"]).resolve())
+        old_digest = old.pop("inputs_digest", None)
+        new = {k: v for k, v in record.items() if k != "inputs_digest"}
+        if old != new:
+            raise BadInputError(
+                f"{out} holds a run with other options ({path}); use a new --out to change them"
+            )
+        if old_digest is not None and old_digest != record["inputs_digest"]:
+            raise BadInputError(
+                f"{out} holds a degrade run over other input files (images or shards added, removed "
+                f"or changed since); use a new --out"
+            )
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 # ---- preview ------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ Output (``--out DIR``, a dataset folder)::
     DIR/test/real-NNNNN.tar         one sample per capture: lq.png (or lq.jpg) + json metadata
     DIR/identities/refs-NNNNN.tar   one sample per reference image: ref.png + json metadata
     DIR/index.json, *.parquet       manifests (shards.py)
-    DIR/develop-raw.json            the run's settings and input folders (a rerun must match them;
-                                    pseudonymised: a keyed digest of them and the salt's fingerprint)
+    DIR/develop-raw.json            the run's settings, input folders and a digest of the input
+                                    listing (keys, sizes, mtimes): a rerun must match them, so added,
+                                    removed or changed files need a new --out (pseudonymised: keyed
+                                    digests of them and the salt's fingerprint)
     DIR/decisions/{test-real,identities-refs}/decisions/part-*.parquet   the run's log: one row per
                                     file, accepted or rejected with its reason and measured values
 
@@ -66,6 +68,7 @@ from rich.table import Table
 from inscene import imageio
 from inscene.config import InsceneConfig, RawSettings
 from inscene.errors import BadInputError
+from inscene.outdir import listing_digest, prepare_out_dir
 from inscene.schema import Provenance, Sample
 from inscene.stages import Item, Rejection, RunSummary, run_stages
 from pipelines.inputs import Pseudonymiser
@@ -514,12 +517,25 @@ def _check_record(out: Path, record: dict[str, Any]) -> None:
         if isinstance(old, dict) and old.get("salt_fingerprint") != record.get("salt_fingerprint"):
             raise BadInputError(f"{out} holds a run made with a different pseudonymisation salt (or none); "
                                 "use the same salt or another --out")
-        if old != record:
+        old_listing = old.pop("listing_digest", None) if isinstance(old, dict) else None
+        if old != {k: v for k, v in record.items() if k != "listing_digest"}:
             raise BadInputError(f"{out} holds a run with other inputs or settings ({path}); use a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+        # a record written before listings were fingerprinted (no digest) still resumes
+        if old_listing is not None and old_listing != record.get("listing_digest"):
+            raise BadInputError(f"{out} holds a develop-raw run over other input files (captures or references "
+                                "added, removed or changed since); use a new --out")
+    prepare_out_dir(out)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def _listing_digest(plan: Plan) -> str:
+    """A digest of the files a run reads (each capture's and reference's key, size and mtime):
+    partitions are positional over this listing, so a rerun over a changed one must be refused."""
+    entries = [(f"capture/{it.key}", it.data["path"]) for it in plan.captures]
+    entries += [(f"ref/{it.key}", it.data["path"]) for it in plan.refs]
+    return listing_digest(entries)
 
 
 def run_develop_raw(
@@ -583,8 +599,12 @@ def run_develop_raw(
         digest = pseudonymiser.digest("develop-raw-inputs", json.dumps(inputs, sort_keys=True))
         inputs = {k: "<pseudonymised>" for k in inputs} | {"inputs_digest": digest,
                                                            "salt_fingerprint": pseudonymiser.fingerprint}
+    listing = _listing_digest(plan)
+    if pseudonymiser is not None:  # keyed, like the input folders above
+        listing = pseudonymiser.digest("develop-raw-listing", listing)
     record = {
         **inputs,
+        "listing_digest": listing,
         "detector": detector,
         "partition_size": partition_size,
         "settings": {k: v for k, v in config.flat().items() if k.startswith(("raw.", "imageio."))},

@@ -84,6 +84,7 @@ from inscene import imageio
 from inscene.batches import PartitionOutput, run_batched
 from inscene.config import InsceneConfig, RealFilterSettings
 from inscene.errors import BadInputError, ImageDecodeError, MissingWeightsError
+from inscene.outdir import prepare_out_dir
 from inscene.schema import Face, Provenance, Sample
 from inscene.stages import (
     Item,
@@ -866,7 +867,7 @@ def run_filter_real(
     detector = resolve_detector(options.detector)
     iqa = resolve_iqa(options.iqa, options.device)
     fingerprint = _fingerprint(listed, options, detector, iqa, settings)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)
     _check_resume(out, fingerprint, pseudonymiser.fingerprint if pseudonymiser else None)
     run_doc: dict[str, Any] = {
         "command": "filter-real",
@@ -1253,7 +1254,7 @@ def run_rethreshold(
         by_key = {r.key: r for r in list_inputs(inputs, identity_from="none", pseudonymiser=pseudo)}
     fingerprint = hashlib.sha256(json.dumps([str(run.resolve()), first.get("fingerprint"), options.to_json()],
                                             sort_keys=True, default=str).encode()).hexdigest()
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)
     _check_resume(out, fingerprint, first.get("salt_fingerprint"))
     _write_json(out / RUN_JSON, {**first, "options": options.to_json(), "rethreshold_of": str(run.resolve()),
                                  "fingerprint": fingerprint})

@@ -115,3 +115,48 @@ def test_both_runners_write_the_same_decision_logs(tmp_path):
     pd.testing.assert_frame_equal(streamed.decisions, at_end.decisions)
     for i in range(4):
         assert decision_path(tmp_path / "a", i).read_bytes() == decision_path(tmp_path / "b", i).read_bytes()
+
+
+@dataclass
+class StreamingTarSink:
+    """A streaming shard sink like filter-real's (shard index = partition index under root/split/subset)."""
+
+    root: str
+    split: str = "train"
+    subset: str = "real"
+
+    def clear(self, partition):
+        for path in (Path(self.root) / self.split).glob(f"{self.subset}-{partition:05d}.*"):
+            path.unlink()
+
+    def open(self, partition):
+        from inscene.shards import ShardWriter
+
+        return TarWriter(ShardWriter(self.root, self.split, self.subset, start_shard=partition, overwrite=True))
+
+
+@dataclass
+class TarWriter:
+    writer: object
+
+    def write(self, item):
+        self.writer.write(item.key, {"txt": item.key.encode() * 50}, item.meta)
+
+    def close(self):
+        self.writer.close()
+
+    def abort(self):
+        self.writer.abort()
+
+
+def test_run_batched_rebuilds_deleted_and_truncated_shards_of_finished_partitions(tmp_path, capsys):
+    data = tmp_path / "data"
+    first = run_batched([Measure()], _items(12), tmp_path / "run", StreamingTarSink(str(data)), partition_size=4)
+    shards = [data / "train" / f"real-{i:05d}.tar" for i in range(3)]
+    originals = [p.read_bytes() for p in shards]
+    shards[0].unlink()
+    shards[2].write_bytes(originals[2][:512])
+    again = run_batched([Measure()], _items(12), tmp_path / "run", StreamingTarSink(str(data)), partition_size=4)
+    assert [p.read_bytes() for p in shards] == originals
+    assert again.skipped_partitions == 1 and again.accepted == first.accepted == 6
+    assert "redoing 2 finished partition(s)" in capsys.readouterr().err

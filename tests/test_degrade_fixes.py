@@ -124,3 +124,116 @@ def test_preview_path():
     assert preview_path(Path("x.png"), Path("out/grid.JPG")) == Path("out/grid.JPG")
     with pytest.raises(BadInputError, match="ending in .png"):
         preview_path(Path("x.png"), Path("degraded"))
+
+
+# ---- robustness: changed inputs, modes, paths, damaged shards, bad --out ----------------------------
+
+
+def _image_folder(folder: Path, n: int, size: int = 32) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"img{i:02d}.png").write_bytes(_png(i, size))
+    return folder
+
+
+def test_rerun_over_changed_inputs_is_refused(tmp_path):
+    imgs = _image_folder(tmp_path / "imgs", 4)
+    opts = DegradeOptions(versions=1, seed=3)
+    quiet = Console(quiet=True)
+    assert run_degrade(imgs, tmp_path / "out", opts, partition_size=2, console=quiet).accepted == 4
+    assert run_degrade(imgs, tmp_path / "out", opts, partition_size=2, console=quiet).accepted == 4  # resumes
+    (imgs / "img00a.png").write_bytes(_png(9))  # sorts between img00 and img01: partitions would shift
+    with pytest.raises(BadInputError, match="over other input files .* use a new --out"):
+        run_degrade(imgs, tmp_path / "out", opts, partition_size=2, console=quiet)
+    res = run_degrade(imgs, tmp_path / "out2", opts, partition_size=2, console=quiet)
+    keys = [s.key for s in ShardReader(tmp_path / "out2")]
+    assert res.accepted == 5 and sorted(keys) == sorted(set(keys)) and "img00a" in keys
+
+
+def test_record_without_inputs_digest_still_resumes(tmp_path):
+    imgs = _image_folder(tmp_path / "imgs", 2)
+    opts = DegradeOptions(versions=1, seed=3)
+    run_degrade(imgs, tmp_path / "out", opts, console=Console(quiet=True))
+    rec = tmp_path / "out" / "degrade.json"
+    old = json.loads(rec.read_text())
+    del old["inputs_digest"]  # as written before inputs were fingerprinted
+    rec.write_text(json.dumps(old))
+    res = run_degrade(imgs, tmp_path / "out", opts, console=Console(quiet=True))
+    assert res.ok and res.accepted == 2 and "inputs_digest" in json.loads(rec.read_text())
+
+
+def test_same_command_from_another_folder_resumes(tmp_path, monkeypatch):
+    _image_folder(tmp_path / "imgs", 2)
+    opts = DegradeOptions(versions=1, seed=3)
+    monkeypatch.chdir(tmp_path)
+    run_degrade(Path("imgs"), tmp_path / "out", opts, console=Console(quiet=True))
+    assert json.loads((tmp_path / "out" / "degrade.json").read_text())["input"] == str((tmp_path / "imgs").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = run_degrade(Path("../imgs"), tmp_path / "out", opts, console=Console(quiet=True))
+    assert res.ok and res.accepted == 2
+
+
+def test_in_process_and_dask_write_the_same_bytes_whatever_the_thread_count(tmp_path):
+    import tarfile
+
+    import skimage.data
+    import torch
+
+    from inscene.runtime import ClusterOptions
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    photo = skimage.data.astronaut()
+    for i in range(2):
+        (imgs / f"a{i}.png").write_bytes(imageio.encode_image(photo[i * 64: i * 64 + 192, :192], "png"))
+    opts = DegradeOptions(versions=3, seed=5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(8)  # an in-process run on a many-core machine
+    try:
+        local = run_degrade(imgs, tmp_path / "local", opts, console=Console(quiet=True))
+    finally:
+        torch.set_num_threads(before)
+    dask = run_degrade(imgs, tmp_path / "dask", opts, console=Console(quiet=True),
+                       cluster=ClusterOptions(workers=1))
+    assert local.ok and dask.ok and dask.accepted == 2
+
+    def members(root: Path) -> dict[str, bytes]:
+        out = {}
+        for tar in sorted(root.rglob("*.tar")):
+            with tarfile.open(tar) as tf:
+                out.update({m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".png")})
+        return out
+
+    assert members(tmp_path / "dask") == members(tmp_path / "local")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad_checksum"])
+def test_a_damaged_input_shard_is_named_skipped_and_fails_the_run(shard_input, tmp_path, damage):
+    import tarfile
+
+    tar = sorted((shard_input / "val").glob("*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        with tarfile.open(tar) as tf:
+            later = tf.getmembers()[2].offset  # a later member's header: tarfile would stop there silently
+        data[later + 148] ^= 0xFF  # a byte of its checksum field
+    tar.write_bytes(bytes(data))
+    buf = io.StringIO()
+    res = run_degrade(shard_input, tmp_path / "out", DegradeOptions(versions=1), console=Console(file=buf, width=300))
+    assert not res.ok and res.damaged_inputs and str(tar) in res.damaged_inputs[0]
+    assert f"skipping damaged input shard {tar}" in buf.getvalue()
+    assert res.accepted == 1  # the train shard is still degraded
+
+
+@pytest.mark.parametrize("case", ["file", "under_file"])
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, case):
+    imgs = _image_folder(tmp_path / "imgs", 1)
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" if case == "file" else tmp_path / "afile" / "sub"
+    proc = subprocess.run([sys.executable, "-m", "inscene", "degrade", str(imgs), "--out", str(out), "--in-process"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "--out" in proc.stderr and "Traceback" not in proc.stderr and "FileExistsError" not in proc.stderr

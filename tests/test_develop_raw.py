@@ -254,3 +254,38 @@ def test_the_evaluator_finds_the_split_without_options(run):
     refs, problems = source.refs()
     assert not problems and len(refs) == 4 and not source.has_gt
     assert {r.meta["identity_id"] for r in refs} == {"alice", "bob"}
+
+
+def _small_inputs(root):
+    face = skimage.data.astronaut()[32:288, 96:352]
+    (root / "cap" / "alice").mkdir(parents=True)
+    (root / "refs" / "alice").mkdir(parents=True)
+    for i in (1, 3):
+        (root / "cap" / "alice" / f"IMG_000{i}.dng").write_bytes(rgb8_to_dng(face, iso=800, seed=i))
+    (root / "refs" / "alice" / "g.png").write_bytes(imageio.encode_image(face[::2, ::2], "png"))
+    return root / "cap", root / "refs"
+
+
+def test_rerun_over_changed_captures_is_refused_and_old_records_resume(tmp_path):
+    cap, refs = _small_inputs(tmp_path)
+    out = tmp_path / "out"
+    first = run_develop_raw(cap, refs, out, partition_size=1)
+    assert first.captures.accepted == 2
+    record = out / "develop-raw.json"
+    old = json.loads(record.read_text())
+    del old["listing_digest"]  # as written before listings were fingerprinted: still resumes
+    record.write_text(json.dumps(old))
+    again = run_develop_raw(cap, refs, out, partition_size=1)
+    assert again.captures.skipped_partitions == again.captures.partitions
+    (cap / "alice" / "IMG_0002.dng").write_bytes((cap / "alice" / "IMG_0001.dng").read_bytes())  # a new capture
+    with pytest.raises(BadInputError, match="over other input files .* use a new --out"):
+        run_develop_raw(cap, refs, out, partition_size=1)
+
+
+def test_out_that_is_a_file_is_bad_input(tmp_path):
+    cap, refs = _small_inputs(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BadInputError, match="is an existing file, not a folder"):
+        run_develop_raw(cap, refs, tmp_path / "afile")
+    with pytest.raises(BadInputError, match="cannot create --out folder"):
+        run_develop_raw(cap, refs, tmp_path / "afile" / "sub")

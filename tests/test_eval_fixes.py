@@ -320,3 +320,44 @@ def test_rerun_with_fewer_metrics_warns_which_it_dropped(pair, tmp_path):
                      "--in-process")
     assert again.returncode == 0, again.stderr
     assert "had ssim, which this run's --metrics dropped" in " ".join(again.stderr.split())
+
+
+# ---- robustness: tiny images, metric names as printed, a --results that cannot be written ---------------
+
+
+@pytest.mark.parametrize(("metric", "side"), [("piqe", 8), ("ssim", 11)])
+def test_tiny_images_get_a_clear_per_sample_message(metric, side):
+    import numpy as np
+
+    from benchmarks.metrics import get_metric, score_images
+
+    tiny, ok = np.full((1, 1, 3), 128, np.uint8), np.full((side, side, 3), 128, np.uint8)
+    spec = get_metric(metric)
+    (err,) = score_images(spec, [tiny], [tiny if spec.needs_gt else None])
+    assert isinstance(err, BadInputError) and f"at least {side}x{side} pixels, got 1x1" in str(err)
+    (value,) = score_images(spec, [ok], [ok if spec.needs_gt else None])
+    assert isinstance(value, float)
+
+
+def test_metrics_accept_the_printed_labels_in_any_case(pair, tmp_path):
+    from benchmarks.metrics import get_metric
+
+    assert get_metric("PSNR").name == "psnr" and get_metric("c-iqa").name == "clipiqa"
+    lq, gt = pair
+    proc = _inscene("evaluate", "--method", "bicubic", "--lq", lq, "--gt", gt, "--results", tmp_path / "r",
+                    "--metrics", "PSNR,SSIM", "--in-process")
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(BadInputError, match="unknown metric 'PSNRX'"):
+        get_metric("PSNRX")
+
+
+def test_results_that_is_a_file_is_one_line_before_any_work(pair, tmp_path):
+    lq, gt = pair
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for results in (afile, afile / "sub"):
+        proc = _inscene("evaluate", "--method", "bicubic", "--lq", lq, "--gt", gt, "--results", results,
+                        "--metrics", "psnr", "--in-process")
+        assert proc.returncode == 2, proc.stderr
+        assert "--results" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and "cancelled" not in proc.stderr

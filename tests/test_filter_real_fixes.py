@@ -246,3 +246,21 @@ def test_identities_without_a_reference_folder_are_counted_in_one_warning(tmp_pa
                         "REFS/<identity>/; their samples get no references"]
     ids = json.loads((res.out / "dataset" / "identities.json").read_text())["identities"]
     assert [i["identity_id"] for i in ids] == ["astro_person"]
+
+
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    import skimage.data
+
+    from inscene.imageio import encode_image
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(encode_image(skimage.data.astronaut(), "png"))
+    (tmp_path / "afile").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "inscene", "filter-real", str(tmp_path / "in"), "--out",
+                           str(tmp_path / "afile"), "--in-process", "--detector", "dlib", "--iqa", "piqe"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "is an existing file, not a folder" in proc.stderr

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from inscene import hub, imageio
 from inscene.cli import app
 from inscene.config import InsceneConfig
-from inscene.errors import BadInputError
+from inscene.errors import BadInputError, InsceneError
 from inscene.shards import ShardReader
 from pipelines.inputs import Pseudonymiser
 
@@ -342,3 +342,70 @@ def test_loaded_identity_reference_rows_carry_their_identity_record(synthetic_pu
 def test_metadata_that_is_neither_a_sample_nor_an_identity_has_no_record():
     assert hub._record({"key": "a", "identity_id": "x", "identity": "not json"}) is None
     assert hub._record({"key": "a"}) is None and hub._record(None) is None
+
+
+# ---- a failed or killed publish: the previous --out stays, no working folder outside --out's parent ---------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_publish_leaves_the_previous_output_intact(tmp_path, monkeypatch):
+    from tests.test_hub import make_real
+
+    make_real(tmp_path / "good")
+    out = tmp_path / "pub2"
+    first = hub.publish([tmp_path / "good"], REPO, out=out, dry_run=True, check="stream")
+    assert first.validation.ok and first.staged.out == out
+    before = _snapshot(out)
+    assert any(name.endswith(".tar") for name in before)
+
+    # the privacy gate refuses while staging (a GPS tag in the second sample)
+    make_real(tmp_path / "bad", gps_key="real1")
+    with pytest.raises(hub.PrivacyError):
+        hub.publish([tmp_path / "bad"], REPO, out=out, dry_run=True, check="stream")
+    assert _snapshot(out) == before
+
+    # validation fails after staging
+    failed = hub.ValidationReport(mode="stream", problems=["real/train: planted failure"])
+    monkeypatch.setattr(hub, "validate_folder", lambda *a, **k: failed)
+    with pytest.raises(InsceneError, match="planted failure"):
+        hub.publish([tmp_path / "bad"], REPO, out=out,
+                    dry_run=True, mapping=["train/real=-"], check="stream")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "pub2"]  # no working folder left
+    monkeypatch.undo()
+    assert hub.publish([tmp_path / "good"], REPO, out=out, dry_run=True, check="stream").reused
+
+
+def test_validation_cache_lives_beside_out_and_a_killed_runs_leftovers_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    import datasets
+
+    from tests.test_hub import make_real
+
+    make_real(tmp_path / "good")
+    out = tmp_path / "work" / "pub"
+    out.parent.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for tag in ("tmp", "hf-check"):  # what a publish killed mid-run leaves
+        (out.parent / f".pub.{tag}-{dead.pid}" / "junk").mkdir(parents=True)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    caches: list[Path] = []
+    real_load = datasets.load_dataset
+
+    def load(*args, **kwargs):
+        caches.append(Path(kwargs["cache_dir"]))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    result = hub.publish([tmp_path / "good"], REPO, out=out, dry_run=True, check="full")
+    assert result.validation.ok and caches
+    assert all(c.parent == out.parent for c in caches)  # never in the system temp folder
+    assert not any(system_tmp.iterdir())
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pub"]  # leftovers removed, own cache too

@@ -472,3 +472,42 @@ def test_hash_backlog_is_bounded_in_bytes():
     finally:
         gate.set()
         w.stop()
+
+
+@pytest.mark.parametrize("content", ["garbage\n", json.dumps({"count": 2, "bytes": 10240, "sha256": "0" * 64})])
+def test_verify_names_an_unreadable_or_wrong_sidecar_as_corrupt(tmp_path, content):
+    _write(tmp_path, 5)
+    sidecar = tmp_path / "train" / "syn-00001.tar.json"
+    sidecar.write_text(content)
+    report = verify_dataset(tmp_path)
+    assert [(p.path, p.kind) for p in report.problems] == [(sidecar, "corrupt")]
+    assert "sidecar" in report.problems[0].detail and str(sidecar) in format_report(report)
+
+
+def test_verify_refuses_a_folder_without_shards_or_index_in_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hi")
+    with pytest.raises(BadInputError, match="not an inscene dataset folder"):
+        verify_dataset(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "inscene", "verify", str(tmp_path)], capture_output=True, text=True)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1
+    assert f"not an inscene dataset folder (no shards, no index.json): {tmp_path}" in lines[0]
+
+
+def test_verify_missing_index_hint_is_a_command_a_user_can_run(tmp_path):
+    import subprocess
+    import sys
+
+    _write(tmp_path, 5)
+    (tmp_path / "index.json").unlink()
+    problem = next(p for p in verify_dataset(tmp_path).problems if p.kind == "missing")
+    assert "write_index(root)" not in problem.detail
+    command = problem.detail.split("rebuild it with: ", 1)[1]
+    assert command.startswith("python -c ")
+    code = command.removeprefix("python -c ").strip('"')
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert verify_dataset(tmp_path).ok

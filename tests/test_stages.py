@@ -107,3 +107,67 @@ def test_a_stage_returning_neither_item_nor_rejection_is_an_error_row_and_the_ru
     assert (summary.accepted, summary.errors) == (2, 1)
     row = summary.decisions.set_index("key").loc["k1"]
     assert row["stage"] == "forgetful" and row["reason"] == "error: stage returned NoneType"
+
+
+# -- resume checks the shards a finished partition committed --------------------------------------
+
+
+@dataclass
+class TarSink:
+    """A shard sink like the pipelines' (shard index = partition index under root/split/subset)."""
+
+    root: str
+    split: str = "val"
+    subset: str = "s"
+
+    def __call__(self, partition, items):
+        from inscene.shards import ShardWriter
+
+        if not items:
+            return
+        with ShardWriter(self.root, self.split, self.subset, start_shard=partition, max_count=len(items)) as w:
+            for item in items:
+                w.write(item.key, {"txt": item.key.encode() * 100}, item.meta)
+
+
+def test_rerun_rebuilds_a_deleted_shard_of_a_finished_partition_byte_identical(tmp_path, capsys):
+    from inscene.shards import verify_dataset
+
+    first = run_stages([Measure()], _items(12), tmp_path / "run", TarSink(str(tmp_path / "data")), partition_size=4)
+    shard = tmp_path / "data" / "val" / "s-00001.tar"
+    original = shard.read_bytes()
+    for path in shard.parent.glob("s-00001.*"):
+        path.unlink()
+    again = run_stages([Measure()], _items(12), tmp_path / "run", TarSink(str(tmp_path / "data")), partition_size=4)
+    assert shard.read_bytes() == original
+    assert again.skipped_partitions == 2 and again.accepted == first.accepted == 6
+    assert "redoing 1 finished partition(s)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "data" / "index.json").read_text())["count"] == 6
+    assert verify_dataset(tmp_path / "data").ok
+
+
+def test_rerun_redoes_a_finished_partition_whose_shard_was_truncated(tmp_path, capsys):
+    run_stages([Measure()], _items(8), tmp_path / "run", TarSink(str(tmp_path / "data")), partition_size=4)
+    shard = tmp_path / "data" / "val" / "s-00000.tar"
+    original = shard.read_bytes()
+    shard.write_bytes(original[:1000])
+    again = run_stages([Measure()], _items(8), tmp_path / "run", TarSink(str(tmp_path / "data")), partition_size=4)
+    assert again.skipped_partitions == 1 and again.accepted == 4
+    assert shard.read_bytes() == original
+    err = capsys.readouterr().err
+    assert "0: " in err and "s-00000.tar is 1000 bytes" in err
+
+
+def test_a_sink_can_name_its_committed_files_and_a_partition_without_accepted_items_needs_none(tmp_path):
+    class NamingSink(JsonSink):
+        def committed_paths(self, partition):
+            return [Path(self.root) / f"out-{partition:05d}.json"]
+
+    items = [Item(key=f"k{i}", source=str(v)) for i, v in enumerate([0, 1, 3, 5, 2])]  # partition 1: none accepted
+    run_stages([Measure()], items, tmp_path, NamingSink(str(tmp_path)), partition_size=2)
+    (tmp_path / "out-00000.json").unlink()
+    (tmp_path / "out-00001.json").unlink()  # written but not committed as output: nothing accepted
+    again = run_stages([Measure()], items, tmp_path, NamingSink(str(tmp_path)), partition_size=2)
+    assert again.skipped_partitions == 2
+    assert json.loads((tmp_path / "out-00000.json").read_text()) == [{"value": 0}]
+    assert not (tmp_path / "out-00001.json").exists()
