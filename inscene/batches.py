@@ -10,9 +10,9 @@ The contract is otherwise that of :mod:`inscene.stages` (and built from its piec
 one decision log per partition, the log written last (the partition's "done" marker) just after the
 record of the shard files committed, reruns skip finished partitions whose shard files are intact and
 redo those whose shard was deleted or truncated, every measured value kept, bad input a rejection
-with its reason, any other exception an ``error`` row that does not stop the run. Before a partition is (re)processed the sink
-removes whatever an interrupted attempt left of it, so a rerun after ``kill -9`` neither loses nor
-duplicates anything.
+with its reason, any other exception an ``error`` row that does not stop the run. Before a
+partition is (re)processed the sink removes whatever an interrupted attempt left of it, so a rerun
+after ``kill -9`` neither loses nor duplicates anything.
 """
 
 from __future__ import annotations

@@ -1041,8 +1041,8 @@ _SECRET_KEY_RE = re.compile(r"salt|token|secret|password|key_?file", re.IGNORECA
 SYNTHETIC_RUN_RECORD = "build-synthetic run.json"
 
 
-def _synthetic_run(d: Path) -> dict[str, Any] | None:
-    """build-synthetic's ``run.json`` when ``d`` is the ``dataset/`` folder of a build-synthetic run."""
+def _parent_run(d: Path) -> dict[str, Any] | None:
+    """The ``run.json`` beside ``d`` when ``d`` is a run's ``dataset/`` folder (a dict), else None."""
     path = d.parent / "run.json"
     if d.name != "dataset" or not path.is_file():
         return None
@@ -1050,7 +1050,13 @@ def _synthetic_run(d: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    options = data.get("options") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _synthetic_run(d: Path) -> dict[str, Any] | None:
+    """build-synthetic's ``run.json`` when ``d`` is the ``dataset/`` folder of a build-synthetic run."""
+    data = _parent_run(d)
+    options = data.get("options") if data is not None else None
     return data if isinstance(options, dict) and "generator" in options else None
 
 
@@ -1060,14 +1066,8 @@ FILTER_REAL_RUN_RECORD = "filter-real run.json"
 
 def _filter_real_run(d: Path) -> dict[str, Any] | None:
     """filter-real's ``run.json`` when ``d`` is the ``dataset/`` folder of a filter-real run."""
-    path = d.parent / "run.json"
-    if d.name != "dataset" or not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("command") == "filter-real" else None
+    data = _parent_run(d)
+    return data if data is not None and data.get("command") == "filter-real" else None
 
 
 def _filter_real_config(run: dict[str, Any], config_flat: dict[str, Any]) -> dict[str, Any]:
