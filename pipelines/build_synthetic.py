@@ -33,6 +33,7 @@ options is refused rather than silently mixing runs, see ``run.json``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -687,6 +688,20 @@ class SyntheticSink:
             write_parquet_atomic(frame, Path(self.out) / "attempts" / f"part-{partition:05d}.parquet")
 
 
+    def committed_paths(self, partition: int) -> list[Path]:
+        """The files this partition committed (scene and reference shards per split, its attempts log),
+        which the stage runner checks on resume (a partition whose files are gone is redone from the
+        identity journals, without generating again)."""
+        found = []
+        for split in sorted({self.splits[ident] for ident in self.partitions[partition]}):
+            for subset in (SUBSET, REFS_SUBSET):
+                stem = Path(self.root) / split / f"{subset}-{partition:05d}"
+                found += [p for p in (stem.with_suffix(".tar"), stem.with_suffix(".parquet"),
+                                      stem.with_suffix(".tar.json")) if p.is_file()]
+        attempts = Path(self.out) / "attempts" / f"part-{partition:05d}.parquet"
+        return found + ([attempts] if attempts.is_file() else [])
+
+
 def _reference_rows(journal: IdentityJournal, ident: str, split: str) -> list[tuple[str, Path, dict[str, Any]]]:
     refs = journal.refs()
     file_id = str(refs[0].get("file_id", "")) if refs else ""
@@ -790,8 +805,18 @@ def _attempt_rejections(out: Path, n_partitions: int) -> dict[str, int]:
     return counts
 
 
-def _counts(out: Path, n_partitions: int) -> tuple[int, int, int]:
-    """Accepted images (all runs), accepted and attempted in the runs that wrote each log."""
+def _log_stamps(out: Path, n_partitions: int) -> dict[int, int]:
+    """Each existing decision log's ``st_mtime_ns``, by partition."""
+    stamps = {}
+    for p in range(n_partitions):
+        with contextlib.suppress(OSError):
+            stamps[p] = decision_path(out, p).stat().st_mtime_ns
+    return stamps
+
+
+def _counts(out: Path, n_partitions: int, before: dict[int, int] | None = None) -> tuple[int, int, int]:
+    """Accepted images (all runs); accepted and attempted as recorded by the logs written since
+    ``before`` (:func:`_log_stamps` at the start of this run: new or rewritten logs; None: every log)."""
     total = accepted = attempts = 0
     for p in range(n_partitions):
         path = decision_path(out, p)
@@ -799,8 +824,9 @@ def _counts(out: Path, n_partitions: int) -> tuple[int, int, int]:
             rows = pd.read_parquet(path)
             if "m.accepted" in rows:
                 total += int(rows["m.accepted"].fillna(0).sum())
-                accepted += int(rows["m.accepted_this_run"].fillna(0).sum())
-                attempts += int(rows["m.attempts_this_run"].fillna(0).sum())
+                if before is None or before.get(p) != path.stat().st_mtime_ns:
+                    accepted += int(rows["m.accepted_this_run"].fillna(0).sum())
+                    attempts += int(rows["m.attempts_this_run"].fillna(0).sum())
     return total, accepted, attempts
 
 
@@ -870,11 +896,11 @@ def run_build_synthetic(
     from inscene.runtime import console as rt_console
 
     run_start = time.perf_counter()
-    _, base_accepted, base_attempts = _counts(out, len(parts))
+    stamps = _log_stamps(out, len(parts))
 
     def on_progress(done: int, total: int) -> None:
-        images, accepted, attempts = _counts(out, len(parts))
-        new_acc, new_att = accepted - base_accepted, attempts - base_attempts
+        # "this run": the logs this run wrote (a redone partition's old log no longer counts)
+        images, new_acc, new_att = _counts(out, len(parts), before=stamps)
         hours = max(time.perf_counter() - run_start, 1e-9) / 3600
         rate = f"{100 * new_acc / new_att:.0f}%" if new_att else "-"
         rt_console.print(

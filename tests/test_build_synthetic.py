@@ -318,6 +318,27 @@ def test_end_to_end_and_resume_after_kill(ids_root, tmp_path):
     again = run_build_synthetic(root, out, SyntheticOptions(**opts))
     assert again.summary.skipped_partitions == again.summary.partitions == 2
     assert {p: p.read_bytes() for p in (out / "dataset").rglob("*.tar")} == before
+    # a shard lost after the run is rebuilt from the journals on the next run, without generating
+    lost = sorted((out / "dataset").rglob("*.tar"))[0]
+    for f in lost.parent.glob(lost.name.replace(".tar", ".*")):
+        f.unlink()
+    journals = {i: len(IdentityJournal(out / "work" / i).records()) for i in ("0001-astronaut", "0010", "0011", "0099")}
+    import io
+
+    from rich.console import Console
+
+    from inscene import runtime
+
+    printed = io.StringIO()
+    saved, runtime.console = runtime.console, Console(file=printed, width=200)
+    try:
+        rebuilt = run_build_synthetic(root, out, SyntheticOptions(**opts))
+    finally:
+        runtime.console = saved
+    assert rebuilt.summary.skipped_partitions == 1 and rebuilt.accepted == 6
+    assert "this run 0 of 0 attempts" in printed.getvalue()  # the rebuild generated nothing
+    assert {i: len(IdentityJournal(out / "work" / i).records()) for i in journals} == journals  # nothing generated
+    assert {p: p.read_bytes() for p in (out / "dataset").rglob("*.tar")} == before
     _check_records(out)
     with pytest.raises(BadInputError, match="per_identity"):
         run_build_synthetic(root, out, SyntheticOptions(**(opts | {"per_identity": 3})))
