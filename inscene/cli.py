@@ -60,9 +60,7 @@ def _root(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Run the toolkit end to end, offline on CPU: real sample photos + generated images -> verified shards."""
     opts = cluster_opts
@@ -205,9 +203,7 @@ def evaluate(
                      "detector, device, dtype, cfg)."),
     ] = None,
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Score in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Score a method on an InScene split (or folder pair) as the paper does; exit 1 if the row is incomplete."""
     opts = cluster_opts
@@ -322,9 +318,7 @@ def degrade(
     ] = None,
     draws: Annotated[int, typer.Option("--draws", help="Random draws in the --preview grid.")] = 4,
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Degrade clean images with replayable Real-ESRGAN operators into K-version LQ shards (§4.1)."""
     from inscene.errors import BadInputError
@@ -425,9 +419,7 @@ def filter_real(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Stage 3 IQA batch size.")] = 8,
     device: Annotated[str | None, typer.Option("--device", help="torch device for IQA (default: cuda if any).")] = None,
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Filter real gallery / CC12M photos (§6.2, §4.1): size+face, content, quality -> 1024² shards + report."""
     from inscene.errors import BadInputError
@@ -523,9 +515,7 @@ def develop_raw(
         typer.Option("--salt-file", help="Secret salt for --pseudonymise (else $INSCENE_PSEUDONYM_SALT)."),
     ] = None,
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Develop phone RAW captures (incl. JPEG-XL DNG) + gallery references into the real test split (§6.3)."""
     from pydantic import ValidationError
@@ -652,9 +642,7 @@ def build_synthetic(
         bool, typer.Option("--clean-work", help="Delete journals of partitions that finished without failures.")
     ] = False,
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Generate identity scenes (InfiniteYou on FLUX.1-dev), ArcFace-filter them, write train/val shards (§6.1)."""
     opts = cluster_opts

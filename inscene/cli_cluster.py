@@ -1,7 +1,7 @@
 """The cluster options every pipeline command shares, declared once.
 
 ``@with_cluster_options`` adds ``--cluster --scheduler --workers --queue --account --cores --memory
---gpus --walltime --jobs --dry-run`` to a Typer command and hands the command one
+--gpus --walltime --jobs --dry-run`` (and ``--in-process``) to a Typer command and hands the command one
 ``ClusterOptions`` as its ``cluster_opts`` argument. Light on purpose: wings' CLIs import it
 without importing ``inscene.cli``.
 """
@@ -34,6 +34,8 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
         "--dry-run", help="With --cluster slurm: print the job script and exit.")], False),
 ]
 _NAMES = [name for name, _, _ in _OPTIONS]
+_IN_PROCESS = Annotated[bool, typer.Option(
+    "--in-process", help="Run the work in this process instead of on Dask workers (no cluster is started).")]
 
 
 def cluster_options(**kw: Any):
@@ -65,6 +67,9 @@ def print_job_script_if_dry_run(opts: Any) -> bool:
 def with_cluster_options(fn: Callable[..., Any] | None = None, /, **defaults: Any) -> Any:
     """Give a Typer command the shared cluster options; it receives them as ``cluster_opts``.
 
+    Also ``--in-process``, which the command receives as ``in_process`` when it declares that
+    parameter (as a plain ``in_process: bool = False``, like ``cluster_opts=None``).
+
     Use bare (``@with_cluster_options``) or with per-command defaults
     (``@with_cluster_options(memory="64GB", walltime="24:00:00")``).
     """
@@ -74,12 +79,16 @@ def with_cluster_options(fn: Callable[..., Any] | None = None, /, **defaults: An
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.name != "cluster_opts"]
+        wants_in_process = "in_process" in sig.parameters
+        own = [p for p in sig.parameters.values() if p.name not in ("cluster_opts", "in_process")]
         added = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, default),
                               annotation=annotation)
             for name, annotation, default in _OPTIONS
         ]
+        if wants_in_process:
+            added.append(inspect.Parameter("in_process", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                           annotation=_IN_PROCESS))
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:

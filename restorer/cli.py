@@ -61,9 +61,7 @@ def prepare_pairs(
     subset: Annotated[str | None, typer.Option("--subset", help="Only this subset.")] = None,
     partition_size: Annotated[int, typer.Option("--partition-size", help="Images per partition (= per shard).")] = 50,
     cluster_opts=None,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the stages in this process instead of on Dask workers.")
-    ] = False,
+    in_process: bool = False,
 ) -> None:
     """Stage I face pairs (x_HQ, x_LQ) with degradation labels for every LQ version (§3.1, §3.2)."""
     opts = cluster_opts
